@@ -1,0 +1,139 @@
+/**
+ * The values calico-ts stores, and the typed keys that own their paths. No other module builds an
+ * etcd path: they ask `keys` for one. Everything lives under /calico-ts/v1/ so a shared etcd can host
+ * other data; key segments are URI-encoded so a CIDR ("10.0.0.0/26") is one segment.
+ */
+
+export type EncapMode = 'Never' | 'Always' | 'CrossSubnet';
+
+/** projectcalico.org/v3 IPPool spec, flattened with its name. */
+export interface IPPool {
+  name: string;
+  cidr: string;
+  blockSize: number;
+  ipipMode: EncapMode;
+  vxlanMode: EncapMode;
+  natOutgoing: boolean;
+  disabled: boolean;
+  nodeSelector: string;
+}
+
+/** One address in a block: who owns it. `handle` is the Docker endpoint ID once CreateEndpoint bound
+ * it; until then it is `unbound:<node>` (Docker's RequestAddress carries no endpoint ID). */
+export interface Allocation {
+  handle: string;
+  node: string;
+  /** ms since epoch; lets the garbage collector age out addresses Docker never bound nor released. */
+  since: number;
+}
+
+/** An IPAM block: `allocations[i]` is the owner of the i-th address of `cidr`, or null when free. */
+export interface Block {
+  cidr: string;
+  /** `host:<node>` while a node holds the block's affinity; null for a borrowed/orphaned block. */
+  affinity: string | null;
+  allocations: (Allocation | null)[];
+}
+
+/** Index: node → blocks it holds. The block's own `affinity` field is the truth; this makes lookup cheap. */
+export interface BlockAffinity {
+  node: string;
+  cidr: string;
+}
+
+/** Handle (endpoint ID) → the addresses it owns, so release needs no scan. */
+export interface Handle {
+  id: string;
+  addresses: string[];
+}
+
+/** A Docker network created with the calico-ts driver on one node (Docker gives each host its own ID). */
+export interface Network {
+  id: string;
+  node: string;
+  /** Docker's name for it; learnt asynchronously after CreateNetwork (never inside a Docker call). */
+  name: string | null;
+  ipv4Pool: string | null;
+  ipv6Pool: string | null;
+  /** Veth MTU from `-o com.docker.network.driver.mtu`; 0 = the node default. */
+  mtu: number;
+  createdAt: number;
+}
+
+export interface RuleSpec {
+  action: 'Allow' | 'Deny' | 'Log' | 'Pass';
+  protocol?: string | number;
+  source?: { selector?: string; nets?: string[]; ports?: (number | string)[] };
+  destination?: { selector?: string; nets?: string[]; ports?: (number | string)[] };
+}
+
+/** projectcalico.org/v3 Profile. One per network, named after it (enforced by the policy layer). */
+export interface Profile {
+  name: string;
+  ingress: RuleSpec[];
+  egress: RuleSpec[];
+  labelsToApply: Record<string, string>;
+}
+
+export interface NodeRecord {
+  name: string;
+  ipv4Address: string | null;
+  labels: Record<string, string>;
+  startedAt: number;
+}
+
+/** A container's attachment on this host, as the dataplane needs it. */
+export interface WorkloadEndpoint {
+  node: string;
+  endpointId: string;
+  networkId: string;
+  containerId: string | null;
+  interfaceName: string;
+  /** Addresses with prefix: "192.168.3.4/32", "fd00::5/128". */
+  ipNetworks: string[];
+  mac: string | null;
+  mtu: number;
+  labels: Record<string, string>;
+  profiles: string[];
+}
+
+export interface Key<T> {
+  readonly path: string;
+  /** Phantom: ties a path to the type stored there. Never set. */
+  readonly _value?: T;
+}
+
+export interface KeyPrefix<T> {
+  readonly path: string;
+  readonly _value?: T;
+}
+
+const ROOT = '/calico-ts/v1';
+const seg = (s: string): string => encodeURIComponent(s);
+const key = <T>(path: string): Key<T> => ({ path });
+const prefix = <T>(path: string): KeyPrefix<T> => ({ path: path.endsWith('/') ? path : path + '/' });
+
+export const keys = {
+  root: prefix<unknown>(ROOT),
+  pool: (name: string) => key<IPPool>(`${ROOT}/ippools/${seg(name)}`),
+  pools: () => prefix<IPPool>(`${ROOT}/ippools`),
+  block: (cidr: string) => key<Block>(`${ROOT}/ipam/blocks/${seg(cidr)}`),
+  blocks: () => prefix<Block>(`${ROOT}/ipam/blocks`),
+  affinity: (node: string, cidr: string) => key<BlockAffinity>(`${ROOT}/ipam/affinity/${seg(node)}/${seg(cidr)}`),
+  affinities: (node?: string) =>
+    prefix<BlockAffinity>(node === undefined ? `${ROOT}/ipam/affinity` : `${ROOT}/ipam/affinity/${seg(node)}`),
+  handle: (id: string) => key<Handle>(`${ROOT}/ipam/handles/${seg(id)}`),
+  handles: () => prefix<Handle>(`${ROOT}/ipam/handles`),
+  network: (id: string) => key<Network>(`${ROOT}/networks/${seg(id)}`),
+  networks: () => prefix<Network>(`${ROOT}/networks`),
+  profile: (name: string) => key<Profile>(`${ROOT}/profiles/${seg(name)}`),
+  profiles: () => prefix<Profile>(`${ROOT}/profiles`),
+  node: (name: string) => key<NodeRecord>(`${ROOT}/nodes/${seg(name)}`),
+  nodes: () => prefix<NodeRecord>(`${ROOT}/nodes`),
+  endpoint: (node: string, endpointId: string) =>
+    key<WorkloadEndpoint>(`${ROOT}/workloadendpoints/${seg(node)}/${seg(endpointId)}`),
+  endpoints: (node?: string) =>
+    prefix<WorkloadEndpoint>(
+      node === undefined ? `${ROOT}/workloadendpoints` : `${ROOT}/workloadendpoints/${seg(node)}`,
+    ),
+};
