@@ -1,0 +1,84 @@
+/**
+ * libnetwork IpamDriver. PoolID is the network's subnet in CIDR form, so every call is stateless:
+ * RequestAddress allocates inside it, ReleaseAddress frees by address (the block is computed, no scan).
+ * The gateway Docker asks for is not a real address: containers route via 169.254.1.1 (proxy ARP).
+ */
+import { formatCidr, parseAddress, parseCidr } from '../ipam/cidr.js';
+import type { Ipam } from '../ipam/ipam.js';
+import { UnsupportedError } from '../lib/errors.js';
+import {
+  GATEWAY_ADDRESS_TYPE,
+  GATEWAY_V4,
+  REQUEST_ADDRESS_TYPE,
+  readOptionalBoolean,
+  readOptionalObject,
+  readOptionalString,
+  type Body,
+} from './protocol.js';
+import { BadRequestError } from '../lib/errors.js';
+
+const IPV6_UNSUPPORTED = 'IPv6 is not supported by calico-ts yet; create the network without --ipv6';
+
+export class IpamDriver {
+  constructor(private readonly ipam: Ipam) {}
+
+  getCapabilities(): Body {
+    return { RequiresMACAddress: false, RequiresRequestReplay: false };
+  }
+
+  getDefaultAddressSpaces(): Body {
+    return { LocalDefaultAddressSpace: 'CalicoLocalAddressSpace', GlobalDefaultAddressSpace: 'CalicoGlobalAddressSpace' };
+  }
+
+  async requestPool(body: Body): Promise<Body> {
+    if (readOptionalBoolean(body, 'V6')) throw new UnsupportedError(IPV6_UNSUPPORTED);
+    if (readOptionalString(body, 'SubPool')) {
+      throw new UnsupportedError(
+        '--ip-range is not supported by calico-ts; pass a smaller --subnet (inside a calico-ts pool) instead',
+      );
+    }
+    const subnet = readOptionalString(body, 'Pool');
+    const { range } = await this.ipam.resolveRange(subnet || undefined, 4);
+    const cidr = formatCidr(range);
+    return { PoolID: cidr, Pool: cidr, Data: {} };
+  }
+
+  async releasePool(body: Body): Promise<Body> {
+    parseCidr(readPoolId(body), 'PoolID');
+    // Blocks go back to the pool as their addresses are released; nothing is held per network.
+    return {};
+  }
+
+  async requestAddress(body: Body): Promise<Body> {
+    const poolId = readPoolId(body);
+    const range = parseCidr(poolId, 'PoolID');
+    if (range.family !== 4) throw new UnsupportedError(IPV6_UNSUPPORTED);
+    const address = readOptionalString(body, 'Address');
+    const options = readOptionalObject(body, 'Options');
+    if (options[REQUEST_ADDRESS_TYPE] === GATEWAY_ADDRESS_TYPE) {
+      if (address && address !== GATEWAY_V4) {
+        throw new UnsupportedError(
+          `--gateway is not supported by calico-ts: containers always route via ${GATEWAY_V4} on their host; omit --gateway`,
+        );
+      }
+      return { Address: `${GATEWAY_V4}/32`, Data: {} };
+    }
+    const ip = address ? await this.ipam.assign(address, poolId) : await this.ipam.autoAssign(poolId);
+    return { Address: `${ip}/32`, Data: {} };
+  }
+
+  async releaseAddress(body: Body): Promise<Body> {
+    parseCidr(readPoolId(body), 'PoolID');
+    const address = readOptionalString(body, 'Address');
+    if (!address) throw new BadRequestError('Address is required');
+    parseAddress(address, 'Address');
+    if (address !== GATEWAY_V4) await this.ipam.release(address);
+    return {};
+  }
+}
+
+function readPoolId(body: Body): string {
+  const id = readOptionalString(body, 'PoolID');
+  if (!id) throw new BadRequestError('PoolID is required');
+  return id;
+}

@@ -1,0 +1,221 @@
+/**
+ * libnetwork NetworkDriver: records networks and endpoints in the datastore and plumbs veths through the
+ * dataplane. Every handler is idempotent (Docker retries, and a restarted plugin may see a call twice).
+ *
+ * Deletes of things already gone succeed (DeleteNetwork, DeleteEndpoint, Leave); calls that need an
+ * object to exist (CreateEndpoint's network, Join's endpoint, EndpointOperInfo) fail with a message.
+ */
+import type { Datastore } from '../datastore/datastore.js';
+import { keys, type Network, type WorkloadEndpoint } from '../datastore/model.js';
+import type { Dataplane } from '../dataplane/types.js';
+import { hostVethName, peerVethName } from '../calc/naming.js';
+import type { Ipam } from '../ipam/ipam.js';
+import { parseAddress, parseCidr } from '../ipam/cidr.js';
+import { BadRequestError, NotFoundError, UnsupportedError, ValidationError } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import {
+  GATEWAY_V4,
+  OPTION_GENERIC,
+  OPTION_INTERNAL,
+  OPTION_MTU,
+  readId,
+  readIpamData,
+  readOptionalObject,
+  readOptionalString,
+  type Body,
+} from './protocol.js';
+
+export interface NetworkDriverDeps {
+  store: Datastore;
+  ipam: Ipam;
+  dataplane: Dataplane;
+  node: string;
+  log: Logger;
+  /** Default veth MTU when the network sets none (0 = kernel default). */
+  defaultMtu: number;
+  /** Called after CreateNetwork has answered, to learn the network's name without blocking Docker. */
+  onNetworkCreated?: (networkId: string) => void;
+}
+
+/** `-o` options we understand; any other is logged and ignored (Docker adds its own freely). */
+const KNOWN_GENERIC_OPTIONS = new Set([OPTION_MTU]);
+
+export class NetworkDriver {
+  constructor(private readonly deps: NetworkDriverDeps) {}
+
+  getCapabilities(): Body {
+    return { Scope: 'local', ConnectivityScope: 'global' };
+  }
+
+  async createNetwork(body: Body): Promise<Body> {
+    const id = readId(body, 'NetworkID');
+    const options = readOptionalObject(body, 'Options');
+    const generic = readOptionalObject(options, OPTION_GENERIC);
+    if (options[OPTION_INTERNAL] === true || generic[OPTION_INTERNAL] === 'true') {
+      throw new UnsupportedError(
+        '--internal is not supported by calico-ts yet; create the network without it and restrict egress with a policy',
+      );
+    }
+    let mtu = 0;
+    for (const [name, value] of Object.entries(generic)) {
+      if (name === OPTION_MTU) {
+        mtu = Number(value);
+        if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
+          throw new ValidationError(OPTION_MTU, `${JSON.stringify(value)} is not an MTU between 68 and 65535`);
+        }
+      } else if (!KNOWN_GENERIC_OPTIONS.has(name)) {
+        this.deps.log.info('ignoring unknown network option', { network: id, option: name });
+      }
+    }
+    const v4 = readIpamData(body, 'IPv4Data');
+    const v6 = readIpamData(body, 'IPv6Data');
+    if (v4.length > 1) throw new UnsupportedError('a calico-ts network takes one IPv4 subnet; pass a single --subnet');
+    if (v6.length > 0) {
+      throw new UnsupportedError('IPv6 is not supported by calico-ts yet; create the network without --ipv6');
+    }
+    const data = v4[0];
+    if (!data) throw new BadRequestError('IPv4Data is required; use --ipam-driver calico-ts');
+    if (Object.keys(data.AuxAddresses).length > 0) {
+      throw new UnsupportedError('--aux-address is not supported by calico-ts; every address of a pool is routed to a container');
+    }
+    // The pool must be one calico-ts IPAM handed out: a network made with another IPAM driver cannot route.
+    await this.deps.ipam.resolveRange(data.Pool, parseCidr(data.Pool, 'IPv4Data[0].Pool').family).catch((err: unknown) => {
+      throw new ValidationError(
+        'IPv4Data[0].Pool',
+        `${data.Pool} is not inside a calico-ts pool (${err instanceof Error ? err.message : String(err)}); create the network with --ipam-driver calico-ts`,
+      );
+    });
+    const existing = await this.deps.store.get(keys.network(id));
+    if (!existing) {
+      const network: Network = {
+        id,
+        node: this.deps.node,
+        name: null,
+        ipv4Pool: data.Pool,
+        ipv6Pool: null,
+        mtu,
+        createdAt: Date.now(),
+      };
+      await this.deps.store.put(keys.network(id), network);
+    }
+    this.deps.onNetworkCreated?.(id);
+    return {};
+  }
+
+  async deleteNetwork(body: Body): Promise<Body> {
+    const id = readId(body, 'NetworkID');
+    const existing = await this.deps.store.get(keys.network(id));
+    if (!existing) return {};
+    await this.deps.store.delete(keys.network(id)).catch(ignoreNotFound);
+    const name = existing.value.name;
+    if (name) {
+      // The profile is shared by every host's network of this name: remove it with the last one.
+      const others = (await this.deps.store.list(keys.networks())).items.filter((n) => n.value.name === name);
+      if (others.length === 0) await this.deps.store.delete(keys.profile(name)).catch(ignoreNotFound);
+    }
+    return {};
+  }
+
+  async createEndpoint(body: Body): Promise<Body> {
+    const networkId = readId(body, 'NetworkID');
+    const endpointId = readId(body, 'EndpointID');
+    const iface = readOptionalObject(body, 'Interface');
+    const address = readOptionalString(iface, 'Address');
+    if (readOptionalString(iface, 'AddressIPv6')) {
+      throw new UnsupportedError('IPv6 is not supported by calico-ts yet; create the network without --ipv6');
+    }
+    const network = await this.requireNetwork(networkId);
+    if (!address) throw new BadRequestError('Interface.Address is required; the network must use --ipam-driver calico-ts');
+    const ip = address.split('/')[0] ?? '';
+    const { family } = parseAddress(ip, 'Interface.Address');
+    await this.deps.ipam.bind(ip, endpointId);
+    const endpoint: WorkloadEndpoint = {
+      node: this.deps.node,
+      endpointId,
+      networkId,
+      containerId: null,
+      interfaceName: hostVethName(endpointId),
+      ipNetworks: [`${ip}/${family === 4 ? 32 : 128}`],
+      mac: readOptionalString(iface, 'MacAddress') || null,
+      mtu: network.mtu || this.deps.defaultMtu,
+      labels: {},
+      profiles: network.name ? [network.name] : [],
+    };
+    await this.deps.store.put(keys.endpoint(this.deps.node, endpointId), endpoint);
+    return {};
+  }
+
+  async endpointOperInfo(body: Body): Promise<Body> {
+    readId(body, 'NetworkID');
+    const ep = await this.requireEndpoint(readId(body, 'EndpointID'));
+    return { Value: { hostVeth: ep.interfaceName, addresses: ep.ipNetworks, node: ep.node } };
+  }
+
+  async deleteEndpoint(body: Body): Promise<Body> {
+    readId(body, 'NetworkID');
+    const endpointId = readId(body, 'EndpointID');
+    await this.deps.dataplane.removeEndpoint(hostVethName(endpointId));
+    await this.deps.store.delete(keys.endpoint(this.deps.node, endpointId)).catch(ignoreNotFound);
+    return {};
+  }
+
+  async join(body: Body): Promise<Body> {
+    readId(body, 'NetworkID');
+    const endpointId = readId(body, 'EndpointID');
+    const ep = await this.requireEndpoint(endpointId);
+    const peerName = peerVethName(endpointId);
+    await this.deps.dataplane.ensureEndpoint({
+      interfaceName: ep.interfaceName,
+      peerName,
+      ipNetworks: ep.ipNetworks,
+      mtu: ep.mtu,
+    });
+    return {
+      InterfaceName: { SrcName: peerName, DstPrefix: 'eth' },
+      Gateway: GATEWAY_V4,
+      // RouteType 1 = connected: the gateway is reachable on eth0 without an address in its subnet.
+      StaticRoutes: [{ Destination: `${GATEWAY_V4}/32`, RouteType: 1, NextHop: '' }],
+      DisableGatewayService: true,
+    };
+  }
+
+  async leave(body: Body): Promise<Body> {
+    readId(body, 'NetworkID');
+    readId(body, 'EndpointID');
+    // The veth goes with DeleteEndpoint (or with the container's namespace); nothing to undo here.
+    return {};
+  }
+
+  async discover(): Promise<Body> {
+    return {};
+  }
+
+  async programExternalConnectivity(body: Body): Promise<Body> {
+    readId(body, 'NetworkID');
+    readId(body, 'EndpointID');
+    // Published ports (-p) need no plumbing: the container's address is routed, not NATed.
+    return {};
+  }
+
+  private async requireNetwork(id: string): Promise<Network> {
+    const n = await this.deps.store.get(keys.network(id));
+    if (!n) {
+      throw new NotFoundError(
+        'network',
+        id,
+        'calico-ts has no record of it (was the datastore reset?); remove and recreate the network',
+      );
+    }
+    return n.value;
+  }
+
+  private async requireEndpoint(id: string): Promise<WorkloadEndpoint> {
+    const ep = await this.deps.store.get(keys.endpoint(this.deps.node, id));
+    if (!ep) throw new NotFoundError('endpoint', id, 'Docker must call CreateEndpoint first; restart the container');
+    return ep.value;
+  }
+}
+
+export function ignoreNotFound(err: unknown): void {
+  if (!(err instanceof NotFoundError)) throw err;
+}
