@@ -140,6 +140,7 @@ export class NetworkDriver {
       mtu: network.mtu || this.deps.defaultMtu,
       labels: {},
       profiles: network.name ? [network.name] : [],
+      createdAt: Date.now(),
     };
     await this.deps.store.put(keys.endpoint(this.deps.node, endpointId), endpoint);
     return {};
@@ -154,8 +155,9 @@ export class NetworkDriver {
   async deleteEndpoint(body: Body): Promise<Body> {
     readId(body, 'NetworkID');
     const endpointId = readId(body, 'EndpointID');
-    await this.deps.dataplane.removeEndpoint(hostVethName(endpointId));
+    // Record first: a reconcile running in between must not recreate the veth.
     await this.deps.store.delete(keys.endpoint(this.deps.node, endpointId)).catch(ignoreNotFound);
+    await this.deps.dataplane.removeEndpoint(hostVethName(endpointId));
     return {};
   }
 

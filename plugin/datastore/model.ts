@@ -95,6 +95,8 @@ export interface WorkloadEndpoint {
   mtu: number;
   labels: Record<string, string>;
   profiles: string[];
+  /** ms since epoch; the garbage collector leaves young endpoints alone (Docker may not list them yet). */
+  createdAt: number;
 }
 
 export interface Key<T> {

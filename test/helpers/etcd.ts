@@ -2,7 +2,7 @@
  * Starts a real single-member etcd on loopback for a test, with a throwaway data dir, and stops it
  * (by PID) and removes the dir afterwards.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -25,14 +25,34 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startEtcd(): Promise<EtcdHandle> {
+/** Runs argv inside a netns when given one (etcd must live where the node under test can reach it). */
+const wrap = (netns: string | undefined, argv: string[]): string[] => (netns ? ['nsenter', `--net=/run/netns/${netns}`, ...argv] : argv);
+
+async function healthy(endpoint: string, netns: string | undefined): Promise<boolean> {
+  if (!netns) {
+    try {
+      return (await fetch(`${endpoint}/health`)).ok;
+    } catch {
+      return false;
+    }
+  }
+  return new Promise((resolve) => {
+    const [file, ...args] = wrap(netns, ['curl', '-fsS', '--max-time', '1', `${endpoint}/health`]);
+    execFile(file!, args, (err) => resolve(!err));
+  });
+}
+
+/** Starts etcd; with `netns`, inside that namespace (its loopback), reachable only from there. */
+export async function startEtcd(options: { netns?: string } = {}): Promise<EtcdHandle> {
   const dataDir = mkdtempSync(join(tmpdir(), 'calico-ts-etcd-'));
   const clientPort = await freePort();
   const peerPort = await freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
+  const [file, ...prefixArgs] = wrap(options.netns, ['etcd']);
   const child: ChildProcess = spawn(
-    'etcd',
+    file!,
     [
+      ...prefixArgs,
       '--name', 'test',
       '--data-dir', dataDir,
       '--listen-client-urls', endpoint,
@@ -63,12 +83,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
       await stop();
       throw new Error(`etcd exited early: ${stderr}`);
     }
-    try {
-      const res = await fetch(`${endpoint}/health`);
-      if (res.ok) break;
-    } catch {
-      /* not up yet */
-    }
+    if (await healthy(endpoint, options.netns)) break;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`etcd did not become healthy: ${stderr}`);

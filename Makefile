@@ -1,0 +1,39 @@
+# calico-ts — see README.md. Every target installs what it needs first.
+SHELL := /bin/bash
+NODE_TEST := node --test --test-reporter=spec
+# Expanded when the recipe runs (after the build made dist/).
+UNIT_TESTS = $$(find dist/test/unit -name '*.test.js' | sort)
+SYSTEM_TESTS = $$(find dist/test/integration dist/test/kernel dist/test/harness dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
+
+.PHONY: deps build install run stop test test-unit test-system bench clean
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@rm -rf dist
+	npx tsc -p tsconfig.json
+	@chmod +x dist/plugin/cli/main.js
+
+install: build
+	ln -sf "$(CURDIR)/dist/plugin/cli/main.js" /usr/local/bin/calico-ts
+	@echo "installed /usr/local/bin/calico-ts"
+
+run: install
+	@scripts/run.sh
+
+stop:
+	@scripts/stop.sh
+
+# One run, one summary. Files run one at a time: system tests start etcd, dockerd and namespaces.
+test: build
+	$(NODE_TEST) --test-concurrency=1 $(UNIT_TESTS) $(SYSTEM_TESTS)
+
+test-unit: build
+	$(NODE_TEST) $(UNIT_TESTS)
+
+bench: build
+	node dist/bench/docker-run.js
+
+clean:
+	rm -rf dist node_modules

@@ -1,0 +1,111 @@
+/**
+ * `calico-ts node run`: one process per host. Connects to etcd, registers the node, makes sure a pool
+ * exists, prepares the host (forwarding, the cali-FORWARD chain), serves the plugin socket, and keeps
+ * the kernel in step with the datastore (reconciler) and the datastore in step with Docker (DockerSync).
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { IpamDriver } from '../api/ipam-driver.js';
+import { NetworkDriver } from '../api/network-driver.js';
+import { createApp, listenOnSocket } from '../api/server.js';
+import type { Datastore } from '../datastore/datastore.js';
+import { EtcdDatastore } from '../datastore/etcd.js';
+import { keys } from '../datastore/model.js';
+import { LinuxDataplane } from '../dataplane/linux.js';
+import type { Dataplane } from '../dataplane/types.js';
+import { Ipam } from '../ipam/ipam.js';
+import { ExecFileRunner } from '../lib/exec.js';
+import { createLogger, type Logger } from '../lib/log.js';
+import { statusFile, type NodeConfig } from './config.js';
+import { DockerSync } from './docker-sync.js';
+import { Reconciler } from './reconciler.js';
+
+export interface NodeAgentDeps {
+  store?: Datastore;
+  dataplane?: Dataplane;
+  log?: Logger;
+}
+
+export class NodeAgent {
+  readonly store: Datastore;
+  readonly ipam: Ipam;
+  readonly reconciler: Reconciler;
+  readonly dockerSync: DockerSync;
+  private readonly log: Logger;
+  private server: Server | undefined;
+  private gcTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly config: NodeConfig,
+    deps: NodeAgentDeps = {},
+  ) {
+    this.log = deps.log ?? createLogger(config.logLevel, { node: config.nodeName });
+    this.store = deps.store ?? new EtcdDatastore(config.etcd);
+    this.ipam = new Ipam(this.store, { node: config.nodeName });
+    const dataplane = deps.dataplane ?? new LinuxDataplane(new ExecFileRunner(), { log: this.log });
+    this.reconciler = new Reconciler(this.store, dataplane, config.nodeName, this.log);
+    this.dockerSync = new DockerSync({
+      store: this.store,
+      ipam: this.ipam,
+      dataplane: this.reconciler.lockedDataplane,
+      node: config.nodeName,
+      dockerSocket: config.dockerSocket,
+      log: this.log,
+    });
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    mkdirSync(config.runDir, { recursive: true });
+    await this.store.put(keys.node(config.nodeName), {
+      name: config.nodeName,
+      ipv4Address: config.ip,
+      labels: {},
+      startedAt: Date.now(),
+    });
+    await this.ipam.ensureDefaultPool();
+    const dataplane = this.reconciler.lockedDataplane;
+    await dataplane.ensureBase();
+    // Kernel first, then the socket: Docker's first calls find the host already consistent.
+    await this.reconciler.start(config.reconcileIntervalMs);
+    const network = new NetworkDriver({
+      store: this.store,
+      ipam: this.ipam,
+      dataplane,
+      node: config.nodeName,
+      log: this.log,
+      defaultMtu: config.defaultMtu,
+      onNetworkCreated: (id) => this.dockerSync.resolveNameSoon(id),
+    });
+    const app = createApp({ network, ipam: new IpamDriver(this.ipam), log: this.log });
+    this.server = await listenOnSocket(app, config.socketPath);
+    writeFileSync(statusFile(config), JSON.stringify({ pid: process.pid, node: config.nodeName, socket: config.socketPath, startedAt: new Date().toISOString() }));
+    this.gcTimer = setInterval(() => void this.collectGarbage(), config.gcIntervalMs);
+    this.gcTimer.unref();
+    // Docker may still be starting (and waiting on us): collect later, never inline.
+    setTimeout(() => void this.collectGarbage(), 2_000).unref();
+    this.log.info('calico-ts node running', { socket: config.socketPath, etcd: config.etcd.endpoints });
+  }
+
+  async collectGarbage(): Promise<void> {
+    try {
+      const report = await this.dockerSync.collect();
+      if (report && report.endpointsRemoved.length > 0) this.reconciler.kick();
+    } catch (err) {
+      this.log.warn('garbage collection failed', { error: String(err) });
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.gcTimer);
+    const server = this.server;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    rmSync(this.config.socketPath, { force: true });
+    rmSync(statusFile(this.config), { force: true });
+    await this.reconciler.stop();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * `calico-ts node run` configuration, from the environment only (so it works the same as a service,
+ * in a managed plugin, and in tests that run several nodes on one machine).
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { EtcdConfig } from '../datastore/etcd.js';
+import { ValidationError } from '../lib/errors.js';
+import { parseLogLevel, type LogLevel } from '../lib/log.js';
+
+export interface NodeConfig {
+  nodeName: string;
+  /** This host's IPv4 address as other hosts reach it (used by BGP later); null = not set. */
+  ip: string | null;
+  etcd: EtcdConfig;
+  socketPath: string;
+  /** Docker API: a unix socket path. */
+  dockerSocket: string;
+  runDir: string;
+  logLevel: LogLevel;
+  reconcileIntervalMs: number;
+  gcIntervalMs: number;
+  defaultMtu: number;
+}
+
+export const DEFAULT_ETCD_ENDPOINT = 'http://127.0.0.1:2379';
+const NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$/;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  const nodeName = env.NODENAME || hostname();
+  if (!NAME_PATTERN.test(nodeName)) throw new ValidationError('NODENAME', `${JSON.stringify(nodeName)} is not a valid node name (letters, digits, . _ -)`);
+  const endpoints = (env.ETCD_ENDPOINTS || DEFAULT_ETCD_ENDPOINT).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const e of endpoints) {
+    if (!/^https?:\/\/[^\s/]+$/.test(e)) throw new ValidationError('ETCD_ENDPOINTS', `${JSON.stringify(e)} is not a URL like http://127.0.0.1:2379`);
+  }
+  const dockerHost = env.DOCKER_HOST || 'unix:///var/run/docker.sock';
+  if (!dockerHost.startsWith('unix://')) throw new ValidationError('DOCKER_HOST', 'only unix:// sockets are supported');
+  const runDir = env.CALICO_TS_RUN_DIR || '/run/calico-ts';
+  const number = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new ValidationError(name, `${JSON.stringify(raw)} must be an integer from ${min} to ${max}`);
+    return n;
+  };
+  return {
+    nodeName,
+    ip: env.IP && env.IP !== 'autodetect' ? env.IP : null,
+    etcd: {
+      endpoints,
+      ...(env.ETCD_CA_CERT_FILE ? { caFile: env.ETCD_CA_CERT_FILE } : {}),
+      ...(env.ETCD_CERT_FILE ? { certFile: env.ETCD_CERT_FILE } : {}),
+      ...(env.ETCD_KEY_FILE ? { keyFile: env.ETCD_KEY_FILE } : {}),
+    },
+    socketPath: env.CALICO_TS_SOCKET || '/run/docker/plugins/calico-ts.sock',
+    dockerSocket: dockerHost.slice('unix://'.length),
+    runDir,
+    logLevel: parseLogLevel(env.LOG_LEVEL),
+    reconcileIntervalMs: number('CALICO_TS_RECONCILE_INTERVAL_MS', 30_000, 100, 86_400_000),
+    gcIntervalMs: number('CALICO_TS_GC_INTERVAL_MS', 60_000, 100, 86_400_000),
+    defaultMtu: number('CALICO_TS_VETH_MTU', 0, 0, 65535),
+  };
+}
+
+export const statusFile = (config: NodeConfig): string => join(config.runDir, 'status.json');

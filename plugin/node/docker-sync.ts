@@ -1,0 +1,173 @@
+/**
+ * Everything the node learns from Docker's API, always asynchronously — never from inside a plugin call
+ * Docker is waiting on (that deadlocks during daemon start):
+ *
+ * - network names (CreateNetwork carries only the ID) → network record `name`, the network's Profile,
+ *   and the profile of its endpoints;
+ * - garbage collection against Docker's live state: Docker cleans stale endpoints at daemon start before
+ *   the plugin may be up, so endpoints, veths and addresses it forgot are released here. Young objects
+ *   (< graceMs) are left alone: Docker may not list them yet.
+ */
+import Docker from 'dockerode';
+import { casLoop, type Datastore } from '../datastore/datastore.js';
+import { keys, type Network, type Profile } from '../datastore/model.js';
+import type { Dataplane } from '../dataplane/types.js';
+import { UNBOUND_PREFIX, type Ipam } from '../ipam/ipam.js';
+import { formatAddress, parseCidr } from '../ipam/cidr.js';
+import { AlreadyExistsError } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+
+/** The label every endpoint of a network carries (from its profile), so same-network traffic can be allowed. */
+export const NETWORK_LABEL = 'calico-ts/network';
+
+export function networkProfile(name: string): Profile {
+  return {
+    name,
+    ingress: [{ action: 'Allow', source: { selector: `${NETWORK_LABEL} == "${name}"` } }],
+    egress: [{ action: 'Allow' }],
+    labelsToApply: { [NETWORK_LABEL]: name },
+  };
+}
+
+export interface GcReport {
+  endpointsRemoved: string[];
+  addressesReleased: string[];
+  networksRemoved: string[];
+}
+
+export interface DockerSyncOptions {
+  store: Datastore;
+  ipam: Ipam;
+  dataplane: Dataplane;
+  node: string;
+  dockerSocket: string;
+  log: Logger;
+  graceMs?: number;
+  unboundGraceMs?: number;
+}
+
+interface DockerNetworkInfo {
+  Name: string;
+  Containers?: Record<string, { EndpointID?: string }>;
+}
+
+export class DockerSync {
+  private readonly docker: Docker;
+  private readonly graceMs: number;
+  private readonly unboundGraceMs: number;
+
+  constructor(private readonly o: DockerSyncOptions) {
+    this.docker = new Docker({ socketPath: o.dockerSocket, timeout: 10_000 });
+    this.graceMs = o.graceMs ?? 60_000;
+    this.unboundGraceMs = o.unboundGraceMs ?? 10 * 60_000;
+  }
+
+  /** Polls Docker for the network's name (it exists only once CreateNetwork has returned). */
+  resolveNameSoon(networkId: string, attempts = 50, delayMs = 200): void {
+    const attempt = async (left: number): Promise<void> => {
+      try {
+        const info = (await this.docker.getNetwork(networkId).inspect()) as DockerNetworkInfo;
+        await this.recordName(networkId, info.Name);
+      } catch (err) {
+        if (left > 1) setTimeout(() => void attempt(left - 1), delayMs).unref();
+        else this.o.log.warn('could not learn network name from Docker', { network: networkId, error: String(err) });
+      }
+    };
+    setTimeout(() => void attempt(attempts), delayMs).unref();
+  }
+
+  async recordName(networkId: string, name: string): Promise<void> {
+    const written = await casLoop(this.o.store, keys.network(networkId), (cur) =>
+      cur && cur.value.name !== name ? { ...cur.value, name } : undefined,
+    );
+    if (!written) return;
+    try {
+      await this.o.store.create(keys.profile(name), networkProfile(name));
+    } catch (err) {
+      if (!(err instanceof AlreadyExistsError)) throw err;
+    }
+    for (const ep of (await this.o.store.list(keys.endpoints(this.o.node))).items) {
+      if (ep.value.networkId !== networkId || ep.value.profiles.includes(name)) continue;
+      await casLoop(this.o.store, keys.endpoint(this.o.node, ep.value.endpointId), (cur) =>
+        cur ? { ...cur.value, profiles: [name] } : undefined,
+      );
+    }
+    this.o.log.info('network named', { network: networkId, name });
+  }
+
+  /** One garbage-collection pass. Returns undefined when Docker cannot be asked (nothing is touched). */
+  async collect(now = Date.now()): Promise<GcReport | undefined> {
+    const report: GcReport = { endpointsRemoved: [], addressesReleased: [], networksRemoved: [] };
+    const networks = (await this.o.store.list(keys.networks())).items.filter((n) => n.value.node === this.o.node);
+    const live = new Set<string>();
+    const liveContainers = new Map<string, string>();
+    try {
+      for (const { value: net } of networks) {
+        const info = await this.inspectNetwork(net);
+        if (info === null) {
+          if (now - net.createdAt > this.graceMs) {
+            await this.o.store.delete(keys.network(net.id)).catch(() => undefined);
+            report.networksRemoved.push(net.id);
+          }
+          continue;
+        }
+        if (!net.name) await this.recordName(net.id, info.Name);
+        for (const [containerId, c] of Object.entries(info.Containers ?? {})) {
+          if (c.EndpointID) {
+            live.add(c.EndpointID);
+            liveContainers.set(c.EndpointID, containerId);
+          }
+        }
+      }
+    } catch (err) {
+      this.o.log.debug('garbage collection skipped: Docker not reachable', { error: String(err) });
+      return undefined;
+    }
+    const endpoints = (await this.o.store.list(keys.endpoints(this.o.node))).items;
+    const known = new Set<string>();
+    for (const { value: ep } of endpoints) {
+      if (live.has(ep.endpointId)) {
+        known.add(ep.endpointId);
+        const containerId = liveContainers.get(ep.endpointId) ?? null;
+        if (ep.containerId !== containerId) {
+          await casLoop(this.o.store, keys.endpoint(this.o.node, ep.endpointId), (cur) => (cur ? { ...cur.value, containerId } : undefined));
+        }
+        continue;
+      }
+      if (now - ep.createdAt < this.graceMs) {
+        known.add(ep.endpointId);
+        continue;
+      }
+      await this.o.dataplane.removeEndpoint(ep.interfaceName);
+      await this.o.store.delete(keys.endpoint(this.o.node, ep.endpointId)).catch(() => undefined);
+      report.addressesReleased.push(...(await this.o.ipam.releaseHandle(ep.endpointId)));
+      report.endpointsRemoved.push(ep.endpointId);
+    }
+    // Addresses of this node whose owner is gone: bound to an endpoint nobody knows, or never bound.
+    for (const { value: block } of (await this.o.store.list(keys.blocks())).items) {
+      const cidr = parseCidr(block.cidr);
+      for (const [i, a] of block.allocations.entries()) {
+        if (!a || a.node !== this.o.node) continue;
+        const unbound = a.handle.startsWith(UNBOUND_PREFIX);
+        const stale = unbound ? now - a.since > this.unboundGraceMs : !known.has(a.handle) && !live.has(a.handle) && now - a.since > this.graceMs;
+        if (!stale) continue;
+        const address = formatAddress(cidr.family, cidr.base + BigInt(i));
+        if (await this.o.ipam.release(address, a.handle)) report.addressesReleased.push(address);
+      }
+    }
+    if (report.endpointsRemoved.length + report.addressesReleased.length + report.networksRemoved.length > 0) {
+      this.o.log.info('garbage collected', { ...report });
+    }
+    return report;
+  }
+
+  /** Docker's view of one of our networks; null when Docker says it does not exist. */
+  private async inspectNetwork(net: Network): Promise<DockerNetworkInfo | null> {
+    try {
+      return (await this.docker.getNetwork(net.id).inspect()) as DockerNetworkInfo;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return null;
+      throw err;
+    }
+  }
+}
