@@ -51,6 +51,8 @@ export class NodeAgent {
       node: config.nodeName,
       dockerSocket: config.dockerSocket,
       log: this.log,
+      graceMs: config.gcGraceMs,
+      unboundGraceMs: config.gcUnboundGraceMs,
     });
   }
 

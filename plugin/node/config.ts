@@ -20,6 +20,10 @@ export interface NodeConfig {
   logLevel: LogLevel;
   reconcileIntervalMs: number;
   gcIntervalMs: number;
+  /** Endpoints and addresses younger than this are never garbage-collected (Docker may not list them yet). */
+  gcGraceMs: number;
+  /** Addresses Docker requested but never bound to an endpoint are kept this long (a slow `docker run`). */
+  gcUnboundGraceMs: number;
   defaultMtu: number;
 }
 
@@ -58,6 +62,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     logLevel: parseLogLevel(env.LOG_LEVEL),
     reconcileIntervalMs: number('CALICO_TS_RECONCILE_INTERVAL_MS', 30_000, 100, 86_400_000),
     gcIntervalMs: number('CALICO_TS_GC_INTERVAL_MS', 60_000, 100, 86_400_000),
+    gcGraceMs: number('CALICO_TS_GC_GRACE_MS', 60_000, 0, 86_400_000),
+    gcUnboundGraceMs: number('CALICO_TS_GC_UNBOUND_GRACE_MS', 600_000, 0, 86_400_000),
     defaultMtu: number('CALICO_TS_VETH_MTU', 0, 0, 65535),
   };
 }

@@ -55,7 +55,7 @@ for (const iptables of [false, true]) {
         pluginDir: dockerd.pluginDir,
         dockerSocket: dockerd.socketPath,
         runDir: join(dockerd.runDir, 'calico-ts'),
-        env: { CALICO_TS_GC_INTERVAL_MS: '1000' },
+        env: { CALICO_TS_GC_INTERVAL_MS: '500', CALICO_TS_GC_GRACE_MS: '3000', CALICO_TS_GC_UNBOUND_GRACE_MS: '8000' },
       });
       cleanup.add('calico-ts node', () => node.stop());
       await ensureBusyboxImage(dockerd);
@@ -162,6 +162,31 @@ for (const iptables of [false, true]) {
       await waitFor(async () => (await ns(['ip', 'route', 'show', `${ip1}/32`])).stdout.includes('cali'), 5_000, 'route restored');
       await waitFor(async () => !(await ns(['ip', 'link', 'show'])).stdout.includes('cali0000000dead'), 5_000, 'stray veth removed');
       await docker('run', '--rm', '--net', 'net1', 'local/busybox', 'ping', '-c1', '-W2', ip1);
+    });
+
+    it('garbage-collects endpoints and addresses Docker no longer knows (e.g. cleaned while the node was down)', async () => {
+      const netId = await docker('network', 'inspect', '-f', '{{.Id}}', 'net1');
+      const ghost = 'dead0000beef'.padEnd(64, '1');
+      const call = async (path: string, body: unknown) => {
+        const r = await pluginCall(node.socketPath, path, JSON.stringify(body));
+        assert.equal(r.status, 200, `${path}: ${JSON.stringify(r.json)}`);
+        return r.json;
+      };
+      // An endpoint Docker started but then forgot, and an address it requested but never used.
+      const a = String((await call('/IpamDriver.RequestAddress', { PoolID: '192.168.0.0/16', Address: '', Options: {} })).Address);
+      await call('/NetworkDriver.CreateEndpoint', { NetworkID: netId, EndpointID: ghost, Interface: { Address: a } });
+      await call('/NetworkDriver.Join', { NetworkID: netId, EndpointID: ghost, SandboxKey: '/x', Options: {} });
+      const b = String((await call('/IpamDriver.RequestAddress', { PoolID: '192.168.0.0/16', Address: '', Options: {} })).Address);
+      assert.match((await ns(['ip', 'link', 'show'])).stdout, /calidead0000bee/);
+      const inUse = async () => JSON.stringify(await dump());
+      await waitFor(async () => !(await ns(['ip', 'link', 'show'])).stdout.includes('calidead0000bee'), 15_000, 'ghost veth collected');
+      await waitFor(async () => !(await inUse()).includes(ghost), 15_000, 'ghost endpoint and handle collected');
+      // The never-bound address has its own, longer grace: still held, then released.
+      assert.ok((await inUse()).includes('unbound:'), `address ${b} still reserved within its grace`);
+      await waitFor(async () => !(await inUse()).includes('unbound:'), 20_000, `unbound address ${b} collected`);
+      assert.ok(a !== b);
+      // c1, which Docker still knows, is untouched.
+      await docker('run', '--rm', '--net', 'net1', 'local/busybox', 'ping', '-c1', '-W2', await ipOf('c1'));
     });
 
     it('removing the containers and networks leaves nothing in etcd but the pool and the node', async () => {

@@ -365,7 +365,7 @@ export async function startDockerd(opts: StartDockerdOptions = {}): Promise<Dock
 
   // --- state shared with teardown ---
   let ownsNetns = false;
-  let netns = opts.netns ?? name;
+  const netns = opts.netns ?? name;
   let child: ChildProcess | undefined;
   let childExited = false;
   let dockerdPid = 0;

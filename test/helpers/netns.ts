@@ -60,7 +60,11 @@ export function spawnInNetns(name: string, argv: readonly string[], opts: SpawnO
 /** Delete the netns; succeeds if it does not exist. */
 export async function deleteNetns(name: string): Promise<void> {
   if (!(await netnsExists(name))) return;
-  await run(['ip', 'netns', 'delete', name]);
+  try {
+    await run(['ip', 'netns', 'delete', name]);
+  } catch (err) {
+    if (await netnsExists(name)) throw err; // else: deleted concurrently by someone else
+  }
 }
 
 export interface Netns {

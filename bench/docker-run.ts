@@ -1,0 +1,581 @@
+/**
+ * Benchmark: what calico-ts adds to `docker run`, measured against Docker's own bridge driver on the same
+ * daemon in the same run, plus the plugin's handler latency and the node's idle memory.
+ *
+ *   node dist/bench/docker-run.js [--runs 30] [--warmup 3] [--iterations 200] [--out BENCHMARKS.md]
+ *
+ * Everything runs inside namespaces this process creates (test/helpers): one dockerd in its own netns,
+ * etcd on that netns's loopback, and a real `calico-ts node run`. All of it is removed at the end, on
+ * failure, and on SIGINT/SIGTERM.
+ *
+ * 1. `docker run --rm --net X local/busybox true` wall time for X = net1 (calico-ts network + IPAM),
+ *    bnet (user-defined network of the built-in bridge driver) and none. Runs are interleaved, one of
+ *    each per round, and the order inside a round rotates (so no variant always follows another: a
+ *    calico teardown leaves asynchronous work in the node that would otherwise always land on the same
+ *    neighbour).
+ * 2. Plugin handler latency, POSTing straight to the plugin socket with synthetic endpoint IDs on net1:
+ *    setup = RequestAddress + CreateEndpoint + Join, teardown = DeleteEndpoint + ReleaseAddress (Leave,
+ *    which Docker sends before them, is timed on its own). Then RequestAddress alone, sequentially.
+ * 3. VmRSS of the node process once the runs have settled.
+ *
+ * The results replace the section between the markers in the output file (created if missing).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensureBusyboxImage } from '../test/helpers/busybox-image.js';
+import { startCalicoNode, type CalicoNodeHandle } from '../test/helpers/calico-node.js';
+import { startDockerd, type DockerdHandle } from '../test/helpers/dockerd.js';
+import { startEtcd } from '../test/helpers/etcd.js';
+import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
+
+const BEGIN = '<!-- bench/docker-run.ts: begin (generated, do not edit by hand) -->';
+const END = '<!-- bench/docker-run.ts: end -->';
+const HEADER = `# calico-ts benchmarks
+
+Reproduce with \`make bench\` (builds, then runs \`node dist/bench/docker-run.js\`; options:
+\`--runs N\` (default 30), \`--warmup N\` (3), \`--iterations N\` (200), \`--out FILE\` (BENCHMARKS.md)).
+Needs root, dockerd, etcd and /bin/busybox (\`make deps\`). Everything runs in namespaces the bench creates
+(its own dockerd, etcd and \`calico-ts node run\`) and is removed afterwards. Every ratio compares against
+a baseline taken on the same daemon in the same run. Targets: /work/shared/DESIGN.md ("Targets").
+`;
+
+const TARGET_RATIO = 1.15;
+const AIM_RATIO = 1.0;
+const TARGET_RSS_MB = 120;
+const TARGET_ADDR_PER_S = 200;
+
+const POOL = '192.168.0.0/16';
+const IMAGE = 'local/busybox';
+
+// ---- small statistics -------------------------------------------------------------------------
+
+/** Nearest-rank percentile (p in 0..100) of an unsorted sample. */
+function pct(sample: readonly number[], p: number): number {
+  if (sample.length === 0) return NaN;
+  const s = [...sample].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
+  return s[Math.min(rank, s.length) - 1] ?? NaN;
+}
+const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
+const mean = (xs: readonly number[]): number => (xs.length ? sum(xs) / xs.length : NaN);
+const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
+const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+
+// ---- plugin socket client ------------------------------------------------------------------------
+
+/** POSTs a JSON body to the plugin socket as Docker does (one kept-alive connection); throws on {"Err"}. */
+function makePluginClient(socketPath: string): { call: (path: string, body: unknown) => Promise<Record<string, unknown>>; close: () => void } {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const call = (path: string, body: unknown): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const req = request(
+        { socketPath, agent, path, method: 'POST', headers: { 'Content-Type': 'application/vnd.docker.plugins.v1.2+json' } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => {
+            let json: Record<string, unknown>;
+            try {
+              json = JSON.parse(text) as Record<string, unknown>;
+            } catch {
+              reject(new Error(`${path}: HTTP ${res.statusCode ?? '?'}: not JSON: ${text.slice(0, 200)}`));
+              return;
+            }
+            if (res.statusCode !== 200 || json.Err) reject(new Error(`${path}: HTTP ${res.statusCode ?? '?'}: ${String(json.Err ?? text)}`));
+            else resolve(json);
+          });
+          res.on('error', reject);
+        },
+      );
+      req.setTimeout(30_000, () => req.destroy(new Error(`${path}: no answer in 30 s`)));
+      req.on('error', reject);
+      req.end(JSON.stringify(body));
+    });
+  return { call, close: () => agent.destroy() };
+}
+
+// ---- machine ----------------------------------------------------------------------------------
+
+interface Machine {
+  date: string;
+  nproc: string;
+  cpu: string;
+  kernel: string;
+  dockerd: string;
+  node: string;
+  etcd: string;
+  commit: string;
+}
+
+async function tryRun(argv: string[]): Promise<string> {
+  try {
+    return (await run(argv, { timeoutMs: 10_000 })).stdout.trim();
+  } catch {
+    return '?';
+  }
+}
+
+async function machineInfo(dockerd: DockerdHandle): Promise<Machine> {
+  let cpu = '?';
+  try {
+    const text = readFileSync('/proc/cpuinfo', 'utf8');
+    cpu = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? /^Hardware\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? '?';
+  } catch {
+    /* not Linux? */
+  }
+  const dockerdVersion = await dockerd
+    .docker(['version', '-f', '{{.Server.Version}}'], { timeoutMs: 10_000 })
+    .then((r) => r.stdout.trim())
+    .catch(() => '?');
+  const etcdVersion = (await tryRun(['etcd', '--version'])).split('\n')[0]?.replace(/^etcd Version:\s*/, '') ?? '?';
+  const head = await tryRun(['git', '-C', process.cwd(), 'rev-parse', '--short', 'HEAD']);
+  const dirty = head !== '?' && (await tryRun(['git', '-C', process.cwd(), 'status', '--porcelain', '--untracked-files=no'])) !== '';
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    nproc: await tryRun(['nproc']),
+    cpu,
+    kernel: release(),
+    dockerd: dockerdVersion,
+    node: process.version,
+    etcd: etcdVersion,
+    commit: head === '?' ? '?' : `${head}${dirty ? ' (with uncommitted changes)' : ''}`,
+  };
+}
+
+// ---- node log: server-side time per Docker call -------------------------------------------------
+
+interface CallStats {
+  path: string;
+  count: number;
+  p50: number;
+  p95: number;
+  max: number;
+  total: number;
+}
+
+/** The `docker call` debug lines logged by the node between two byte offsets of its log. */
+function callsInLog(logPath: string, from: number, to: number): CallStats[] {
+  const text = readFileSync(logPath).subarray(from, to).toString('utf8');
+  const byPath = new Map<string, number[]>();
+  for (const line of text.split('\n')) {
+    if (!line.includes('"docker call"')) continue;
+    try {
+      const rec = JSON.parse(line) as { msg?: string; path?: string; ms?: number };
+      if (rec.msg !== 'docker call' || typeof rec.path !== 'string' || typeof rec.ms !== 'number') continue;
+      const list = byPath.get(rec.path) ?? [];
+      list.push(rec.ms);
+      byPath.set(rec.path, list);
+    } catch {
+      /* not JSON */
+    }
+  }
+  return [...byPath.entries()]
+    .map(([path, ms]) => ({ path, count: ms.length, p50: pct(ms, 50), p95: pct(ms, 95), max: Math.max(...ms), total: sum(ms) }))
+    .sort((a, b) => b.total - a.total);
+}
+
+/** Counts of a few interesting node log messages between two offsets (reconciles compete with Join for the lock). */
+function logMessages(logPath: string, from: number, to: number): Map<string, number> {
+  const text = readFileSync(logPath).subarray(from, to).toString('utf8');
+  const counts = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /"msg":"([^"]+)"/.exec(line);
+    if (!m?.[1]) continue;
+    counts.set(m[1], (counts.get(m[1]) ?? 0) + 1);
+  }
+  return counts;
+}
+
+const logSize = (path: string): number => (existsSync(path) ? statSync(path).size : 0);
+
+// ---- RSS ---------------------------------------------------------------------------------------
+
+interface Rss {
+  rssMb: number;
+  hwmMb: number;
+}
+
+/** VmRSS / VmHWM of the node process (nsenter execs node, so the spawned pid is node's). */
+async function nodeRss(node: CalicoNodeHandle): Promise<Rss> {
+  const pid = node.pid();
+  if (!pid) throw new Error('calico-ts node is not running');
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const name = /^Name:\s*(\S+)/m.exec(status)?.[1];
+  if (name === 'nsenter') throw new Error(`pid ${pid} is still nsenter, not node`);
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s*(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024 };
+}
+
+// ---- the benchmark ------------------------------------------------------------------------------
+
+interface Options {
+  runs: number;
+  warmup: number;
+  iterations: number;
+  out: string;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '30' },
+      warmup: { type: 'string', default: '3' },
+      iterations: { type: 'string', default: '200' },
+      out: { type: 'string', default: 'BENCHMARKS.md' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log('usage: node dist/bench/docker-run.js [--runs 30] [--warmup 3] [--iterations 200] [--out BENCHMARKS.md]');
+    process.exit(0);
+  }
+  const int = (name: string, v: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return { runs: int('runs', values.runs, 1), warmup: int('warmup', values.warmup, 0), iterations: int('iterations', values.iterations, 1), out: values.out };
+}
+
+type Variant = 'calico' | 'bridge' | 'none';
+const VARIANTS: readonly Variant[] = ['calico', 'bridge', 'none'];
+const NET: Record<Variant, string> = { calico: 'net1', bridge: 'bnet', none: 'none' };
+
+interface DockerRunResult {
+  ms: Record<Variant, number[]>;
+  calls: CallStats[];
+  messages: Map<string, number>;
+}
+
+interface PhaseResult {
+  phase: string;
+  ms: number[];
+}
+
+interface HandlerResult {
+  phases: PhaseResult[];
+  serverCalls: CallStats[];
+  addrPerS: number;
+  releasePerS: number;
+  addrMs: number[];
+}
+
+interface Results {
+  options: Options;
+  machine: Machine;
+  dockerRun: DockerRunResult;
+  handlers: HandlerResult;
+  rssAfterRuns: Rss;
+  rssAfterHandlers: Rss;
+  wallS: number;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+async function benchDockerRun(dockerd: DockerdHandle, node: CalicoNodeHandle, o: Options): Promise<DockerRunResult> {
+  const once = async (v: Variant): Promise<number> => {
+    const t0 = performance.now();
+    await dockerd.docker(['run', '--rm', '--net', NET[v], IMAGE, 'true'], { timeoutMs: 60_000 });
+    return performance.now() - t0;
+  };
+  log(`docker run: ${o.warmup} warm-up round(s)`);
+  for (let i = 0; i < o.warmup; i++) for (const v of VARIANTS) await once(v);
+  const ms: Record<Variant, number[]> = { calico: [], bridge: [], none: [] };
+  const from = logSize(node.logPath);
+  log(`docker run: ${o.runs} measured round(s) of ${VARIANTS.join(', ')} (order rotates per round)`);
+  for (let i = 0; i < o.runs; i++) {
+    for (let j = 0; j < VARIANTS.length; j++) {
+      const v = VARIANTS[(i + j) % VARIANTS.length] as Variant;
+      ms[v].push(await once(v));
+    }
+  }
+  // Let the asynchronous work of the last teardown land in the log window.
+  await sleep(500);
+  const to = logSize(node.logPath);
+  return { ms, calls: callsInLog(node.logPath, from, to), messages: logMessages(node.logPath, from, to) };
+}
+
+async function benchHandlers(node: CalicoNodeHandle, networkId: string, iterations: number): Promise<HandlerResult> {
+  const client = makePluginClient(node.socketPath);
+  try {
+    const names = ['RequestAddress', 'CreateEndpoint', 'Join', 'setup total', 'Leave', 'DeleteEndpoint', 'ReleaseAddress', 'teardown total'] as const;
+    const phases = new Map<string, number[]>(names.map((n) => [n, []]));
+    const timed = async (name: (typeof names)[number], path: string, body: unknown, record: boolean): Promise<Record<string, unknown>> => {
+      const t0 = performance.now();
+      const reply = await client.call(path, body);
+      if (record) phases.get(name)?.push(performance.now() - t0);
+      return reply;
+    };
+    const warm = 5;
+    log(`handlers: ${warm} warm-up + ${iterations} measured endpoint lifecycles on network ${networkId.slice(0, 12)}`);
+    let fromMeasured = logSize(node.logPath);
+    for (let i = 0; i < warm + iterations; i++) {
+      const record = i >= warm;
+      if (i === warm) fromMeasured = logSize(node.logPath);
+      const endpointId = randomBytes(32).toString('hex');
+      const t0 = performance.now();
+      const addr = await timed('RequestAddress', '/IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} }, record);
+      const cidr = String(addr.Address);
+      await timed('CreateEndpoint', '/NetworkDriver.CreateEndpoint', {
+        NetworkID: networkId,
+        EndpointID: endpointId,
+        Interface: { Address: cidr, AddressIPv6: '', MacAddress: '' },
+        Options: {},
+      }, record);
+      await timed('Join', '/NetworkDriver.Join', { NetworkID: networkId, EndpointID: endpointId, SandboxKey: `/var/run/docker/netns/bench${i}`, Options: {} }, record);
+      const t1 = performance.now();
+      await timed('Leave', '/NetworkDriver.Leave', { NetworkID: networkId, EndpointID: endpointId }, record);
+      const t2 = performance.now();
+      await timed('DeleteEndpoint', '/NetworkDriver.DeleteEndpoint', { NetworkID: networkId, EndpointID: endpointId }, record);
+      await timed('ReleaseAddress', '/IpamDriver.ReleaseAddress', { PoolID: POOL, Address: cidr.split('/')[0] }, record);
+      const t3 = performance.now();
+      if (record) {
+        phases.get('setup total')?.push(t1 - t0);
+        phases.get('teardown total')?.push(t3 - t2);
+      }
+    }
+    const serverCalls = callsInLog(node.logPath, fromMeasured, logSize(node.logPath));
+
+    log(`handlers: ${iterations} RequestAddress in a row, then release them`);
+    const addrs: string[] = [];
+    const addrMs: number[] = [];
+    const a0 = performance.now();
+    for (let i = 0; i < iterations; i++) {
+      const t = performance.now();
+      const reply = await client.call('/IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} });
+      addrMs.push(performance.now() - t);
+      addrs.push(String(reply.Address).split('/')[0] ?? '');
+    }
+    const a1 = performance.now();
+    if (new Set(addrs).size !== addrs.length) throw new Error('RequestAddress handed out a duplicate address');
+    for (const a of addrs) await client.call('/IpamDriver.ReleaseAddress', { PoolID: POOL, Address: a });
+    const a2 = performance.now();
+    return {
+      phases: names.map((n) => ({ phase: n, ms: phases.get(n) ?? [] })),
+      serverCalls,
+      addrPerS: iterations / ((a1 - a0) / 1000),
+      releasePerS: iterations / ((a2 - a1) / 1000),
+      addrMs,
+    };
+  } finally {
+    client.close();
+  }
+}
+
+// ---- report ------------------------------------------------------------------------------------
+
+function renderSection(r: Results): string {
+  const { dockerRun: d, handlers: h, machine: m, options: o } = r;
+  const p50 = (v: Variant): number => pct(d.ms[v], 50);
+  const ratio = p50('calico') / p50('bridge');
+  const ratio95 = pct(d.ms.calico, 95) / pct(d.ms.bridge, 95);
+  const pass = (ok: boolean): string => (ok ? '**pass**' : '**FAIL**');
+  const lines: string[] = [];
+  lines.push(BEGIN);
+  lines.push('## `docker run` with calico-ts vs. the bridge driver (`bench/docker-run.ts`)');
+  lines.push('');
+  lines.push(`Run ${m.date}; ${f1(r.wallS)} s wall; \`--runs ${o.runs} --warmup ${o.warmup} --iterations ${o.iterations}\`.`);
+  lines.push('');
+  lines.push('| machine | |');
+  lines.push('|---|---|');
+  lines.push(`| CPUs (nproc) | ${m.nproc} |`);
+  lines.push(`| CPU model | ${m.cpu} |`);
+  lines.push(`| kernel | ${m.kernel} |`);
+  lines.push(`| dockerd | ${m.dockerd} (test daemon in its own netns, \`--iptables=false\`) |`);
+  lines.push(`| etcd | ${m.etcd} (single member, same netns) |`);
+  lines.push(`| Node.js | ${m.node} |`);
+  lines.push(`| calico-ts commit | ${m.commit} |`);
+  lines.push('');
+  lines.push('### Targets');
+  lines.push('');
+  lines.push('| metric | baseline (same run) | result | target | |');
+  lines.push('|---|---|---|---|---|');
+  lines.push(
+    `| \`docker run --rm --net net1 ${IMAGE} true\` p50 | bridge network p50 ${f1(p50('bridge'))} ms | ${f1(p50('calico'))} ms = **${f2(ratio)}×** | ≤ ${TARGET_RATIO}× (aim ≤ ${AIM_RATIO.toFixed(1)}×) | ${pass(ratio <= TARGET_RATIO)}${ratio <= AIM_RATIO ? ' (aim met)' : ''} |`,
+  );
+  lines.push(
+    `| IPAM RequestAddress, sequential, one host | — | ${f1(h.addrPerS)} addresses/s | ≥ ${TARGET_ADDR_PER_S}/s per host | ${pass(h.addrPerS >= TARGET_ADDR_PER_S)} |`,
+  );
+  lines.push(
+    `| node RSS idle (after the runs) | — | ${f1(r.rssAfterRuns.rssMb)} MB | < ${TARGET_RSS_MB} MB | ${pass(r.rssAfterRuns.rssMb < TARGET_RSS_MB)} |`,
+  );
+  lines.push('');
+  lines.push(`### 1. \`docker run --rm --net X ${IMAGE} true\`, wall time (ms)`);
+  lines.push('');
+  lines.push(
+    `${o.runs} rounds after ${o.warmup} warm-up rounds; each round runs the three variants once, the order rotating per round. ` +
+      'net1 = `docker network create --driver calico-ts --ipam-driver calico-ts net1`; ' +
+      'bnet = `docker network create -d bridge bnet`. With `--rm` the CLI returns after the container is removed, so ' +
+      'network teardown is inside the time.',
+  );
+  lines.push('');
+  lines.push('| network | p50 | p95 | mean | min | max | p50 vs bridge | p50 vs none |');
+  lines.push('|---|---|---|---|---|---|---|---|');
+  for (const v of VARIANTS) {
+    const xs = d.ms[v];
+    lines.push(
+      `| ${v === 'calico' ? 'calico-ts (net1)' : v === 'bridge' ? 'bridge (bnet)' : 'none'} | ${f1(p50(v))} | ${f1(pct(xs, 95))} | ${f1(mean(xs))} | ${f1(Math.min(...xs))} | ${f1(Math.max(...xs))} | ${f2(p50(v) / p50('bridge'))}× | ${f2(p50(v) / p50('none'))}× |`,
+    );
+  }
+  lines.push('');
+  lines.push(
+    `Ratio calico / bridge: p50 **${f2(ratio)}×**, p95 ${f2(ratio95)}×. Network cost above \`--net none\` (p50 difference): ` +
+      `calico-ts ${f1(p50('calico') - p50('none'))} ms, bridge ${f1(p50('bridge') - p50('none'))} ms.`,
+  );
+  lines.push('');
+  const runs = Math.max(1, d.ms.calico.length);
+  const pluginTotal = sum(d.calls.map((c) => c.total)) / runs;
+  lines.push(
+    `Plugin calls Docker made during the measured calico runs (server-side time from the node's debug log, \`docker call\` lines; ` +
+      `${f1(pluginTotal)} ms of handler time per container on average):`,
+  );
+  lines.push('');
+  lines.push('| call | count | p50 ms | p95 ms | max ms | ms per container |');
+  lines.push('|---|---|---|---|---|---|');
+  for (const c of d.calls) lines.push(`| ${c.path} | ${c.count} | ${f2(c.p50)} | ${f2(c.p95)} | ${f2(c.max)} | ${f2(c.total / runs)} |`);
+  const reconciles = (d.messages.get('reconciled: no changes') ?? 0) + (d.messages.get('reconciled') ?? 0) + (d.messages.get('reconciled dataplane') ?? 0);
+  if (reconciles) lines.push('', `Reconciles triggered by datastore events in that window: ${reconciles} (they hold the dataplane lock Join also takes).`);
+  lines.push('');
+  lines.push(`### 2. Plugin handler latency, straight to the socket (ms)`);
+  lines.push('');
+  lines.push(
+    `${o.iterations} endpoint lifecycles (after 5 warm-up) with synthetic 64-hex endpoint IDs on net1's Docker network ID, PoolID \`${POOL}\`, ` +
+      'one kept-alive connection, client-side round trip. Join creates a real veth pair and /32 route in the bench netns; ' +
+      'DeleteEndpoint removes it.',
+  );
+  lines.push('');
+  lines.push('| phase | p50 | p99 | mean | max | server-side p50 (log) |');
+  lines.push('|---|---|---|---|---|---|');
+  const server = new Map(h.serverCalls.map((c) => [c.path.replace(/^\/(NetworkDriver|IpamDriver)\./, ''), c]));
+  for (const p of h.phases) {
+    const s = server.get(p.phase);
+    const label = p.phase.endsWith('total') ? `**${p.phase}**` : p.phase;
+    lines.push(`| ${label} | ${f2(pct(p.ms, 50))} | ${f2(pct(p.ms, 99))} | ${f2(mean(p.ms))} | ${f2(Math.max(...p.ms))} | ${s ? f2(s.p50) : ''} |`);
+  }
+  lines.push('');
+  lines.push('setup total = RequestAddress + CreateEndpoint + Join; teardown total = DeleteEndpoint + ReleaseAddress (Leave, a no-op, listed apart).');
+  lines.push('');
+  lines.push(
+    `RequestAddress alone, ${o.iterations} in a row: **${f1(h.addrPerS)} addresses/s** (p50 ${f2(pct(h.addrMs, 50))} ms, p99 ${f2(pct(h.addrMs, 99))} ms); ` +
+      `releasing them: ${f1(h.releasePerS)} addresses/s.`,
+  );
+  lines.push('');
+  lines.push('### 3. Node memory');
+  lines.push('');
+  lines.push('| when | VmRSS | VmHWM (peak) |');
+  lines.push('|---|---|---|');
+  lines.push(`| idle, 2 s after the docker runs | ${f1(r.rssAfterRuns.rssMb)} MB | ${f1(r.rssAfterRuns.hwmMb)} MB |`);
+  lines.push(`| idle, 2 s after the handler benchmark | ${f1(r.rssAfterHandlers.rssMb)} MB | ${f1(r.rssAfterHandlers.hwmMb)} MB |`);
+  lines.push(END);
+  return lines.join('\n');
+}
+
+async function writeReport(out: string, section: string): Promise<void> {
+  let text = existsSync(out) ? await readFile(out, 'utf8') : '';
+  const b = text.indexOf(BEGIN);
+  const e = text.indexOf(END);
+  if (b >= 0 && e > b) text = `${text.slice(0, b)}${section}${text.slice(e + END.length)}`;
+  else if (text.trim()) text = `${text.trimEnd()}\n\n${section}\n`;
+  else text = `${HEADER}\n${section}\n`;
+  await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function printSummary(r: Results): void {
+  const p = (v: Variant): number => pct(r.dockerRun.ms[v], 50);
+  const out = [
+    '',
+    `docker run --rm true, p50/p95 ms: calico ${f1(p('calico'))}/${f1(pct(r.dockerRun.ms.calico, 95))}  bridge ${f1(p('bridge'))}/${f1(pct(r.dockerRun.ms.bridge, 95))}  none ${f1(p('none'))}/${f1(pct(r.dockerRun.ms.none, 95))}`,
+    `ratio calico/bridge p50: ${f2(p('calico') / p('bridge'))}x (target <= ${TARGET_RATIO}x)`,
+    ...r.handlers.phases.map((ph) => `  ${ph.phase.padEnd(15)} p50 ${f2(pct(ph.ms, 50)).padStart(7)} ms  p99 ${f2(pct(ph.ms, 99)).padStart(7)} ms`),
+    `RequestAddress: ${f1(r.handlers.addrPerS)} addresses/s; release ${f1(r.handlers.releasePerS)}/s`,
+    `node RSS: ${f1(r.rssAfterRuns.rssMb)} MB after runs, ${f1(r.rssAfterHandlers.rssMb)} MB after handlers (peak ${f1(r.rssAfterHandlers.hwmMb)} MB)`,
+    '',
+  ];
+  process.stdout.write(out.join('\n'));
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions();
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, dockerd)');
+  const started = performance.now();
+  const cleanup = new Cleanup((m) => log(m));
+  let cleaning: Promise<Error[]> | undefined;
+  const cleanupOnce = (): Promise<Error[]> => (cleaning ??= cleanup.run());
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${sig}: cleaning up`);
+    void cleanupOnce().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+
+  let node: CalicoNodeHandle | undefined;
+  try {
+    log('starting dockerd, etcd and calico-ts node in a fresh netns');
+    const dockerd = await startDockerd();
+    cleanup.add('dockerd', () => dockerd.stop());
+    const etcd = await startEtcd({ netns: dockerd.netns });
+    cleanup.add('etcd', () => etcd.stop());
+    node = await startCalicoNode({
+      netns: dockerd.netns,
+      nodeName: 'bench',
+      etcdEndpoint: etcd.endpoint,
+      pluginDir: dockerd.pluginDir,
+      dockerSocket: dockerd.socketPath,
+      runDir: join(dockerd.runDir, 'calico-ts'),
+    });
+    const n = node;
+    cleanup.add('calico-ts node', () => n.stop());
+    const docker = async (...args: string[]): Promise<string> => (await dockerd.docker(args, { timeoutMs: 60_000 })).stdout.trim();
+    // Removed while the node still runs (cleanup runs in reverse order).
+    cleanup.add('networks', () => dockerd.docker(['network', 'rm', 'net1', 'bnet'], { timeoutMs: 30_000 }).catch(() => undefined));
+    await ensureBusyboxImage(dockerd);
+    const machine = await machineInfo(dockerd);
+    log(`machine: ${machine.nproc} CPU(s), ${machine.cpu}, kernel ${machine.kernel}, dockerd ${machine.dockerd}`);
+
+    await docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1');
+    await docker('network', 'create', '-d', 'bridge', 'bnet');
+    const networkId = await docker('network', 'inspect', '-f', '{{.Id}}', 'net1');
+    const subnet = await docker('network', 'inspect', '-f', '{{range .IPAM.Config}}{{.Subnet}}{{end}}', 'net1');
+    if (subnet !== POOL) throw new Error(`net1 has subnet ${subnet}, expected ${POOL}`);
+    // The node learns the network's name asynchronously; let that settle before timing anything.
+    await waitFor(() => n.log().includes('"network named"'), 15_000, 'net1 named by the node');
+
+    const dockerRun = await benchDockerRun(dockerd, n, o);
+    await sleep(2_000);
+    const rssAfterRuns = await nodeRss(n);
+    const handlers = await benchHandlers(n, networkId, o.iterations);
+    await sleep(2_000);
+    const rssAfterHandlers = await nodeRss(n);
+
+    const results: Results = { options: o, machine, dockerRun, handlers, rssAfterRuns, rssAfterHandlers, wallS: (performance.now() - started) / 1000 };
+    await writeReport(o.out, renderSection(results));
+    printSummary(results);
+    log(`wrote ${o.out}`);
+  } catch (err) {
+    if (node) process.stderr.write(`--- calico-ts node log (tail) ---\n${node.log().slice(-4000)}\n`);
+    throw err;
+  } finally {
+    log('cleaning up');
+    const errors = await cleanupOnce();
+    if (errors.length) process.exitCode = 1;
+    log(`done in ${f1((performance.now() - started) / 1000)} s`);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
