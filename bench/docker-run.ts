@@ -111,7 +111,18 @@ interface Machine {
   node: string;
   etcd: string;
   commit: string;
+  /** 1-minute load average when the measurements started and when they ended. */
+  loadStart: string;
+  loadEnd: string;
 }
+
+const loadavg = (): string => {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return '?';
+  }
+};
 
 async function tryRun(argv: string[]): Promise<string> {
   try {
@@ -145,6 +156,8 @@ async function machineInfo(dockerd: DockerdHandle): Promise<Machine> {
     node: process.version,
     etcd: etcdVersion,
     commit: head === '?' ? '?' : `${head}${dirty ? ' (with uncommitted changes)' : ''}`,
+    loadStart: loadavg(),
+    loadEnd: '?',
   };
 }
 
@@ -248,10 +261,19 @@ type Variant = 'calico' | 'bridge' | 'none';
 const VARIANTS: readonly Variant[] = ['calico', 'bridge', 'none'];
 const NET: Record<Variant, string> = { calico: 'net1', bridge: 'bnet', none: 'none' };
 
+interface TimelineEvent {
+  /** ms from the moment `docker run` was started (wall clock); calls: start of the handler. */
+  start: number;
+  end: number;
+  what: string;
+}
+
 interface DockerRunResult {
   ms: Record<Variant, number[]>;
   calls: CallStats[];
   messages: Map<string, number>;
+  /** The node's log during the calico run closest to the calico p50. */
+  timeline: { total: number; events: TimelineEvent[] };
 }
 
 interface PhaseResult {
@@ -281,14 +303,43 @@ function log(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
+/** Node log records between two offsets as events relative to wall-clock time t0 (ms since epoch). */
+function timelineOf(logPath: string, from: number, to: number, t0: number): TimelineEvent[] {
+  const text = readFileSync(logPath).subarray(from, to).toString('utf8');
+  const events: TimelineEvent[] = [];
+  for (const line of text.split('\n')) {
+    let rec: { time?: string; msg?: string; path?: string; ms?: number; interfaceName?: string; changes?: unknown };
+    try {
+      rec = JSON.parse(line) as typeof rec;
+    } catch {
+      continue;
+    }
+    if (!rec.time || !rec.msg) continue;
+    const end = Date.parse(rec.time) - t0;
+    if (rec.msg === 'docker call' && rec.path && typeof rec.ms === 'number') {
+      events.push({ start: end - rec.ms, end, what: `${rec.path.replace(/^\/(NetworkDriver|IpamDriver)\./, '')} (${f2(rec.ms)} ms)` });
+    } else {
+      const detail = rec.interfaceName ? ` ${rec.interfaceName}` : Array.isArray(rec.changes) ? ` ${rec.changes.join('; ')}` : '';
+      events.push({ start: end, end, what: `log: ${rec.msg}${detail}` });
+    }
+  }
+  return events.sort((a, b) => a.start - b.start);
+}
+
 async function benchDockerRun(dockerd: DockerdHandle, node: CalicoNodeHandle, o: Options): Promise<DockerRunResult> {
+  const windows: { ms: number; t0: number; from: number; to: number }[] = [];
   const once = async (v: Variant): Promise<number> => {
+    const from = logSize(node.logPath);
+    const wall0 = Date.now();
     const t0 = performance.now();
     await dockerd.docker(['run', '--rm', '--net', NET[v], IMAGE, 'true'], { timeoutMs: 60_000 });
-    return performance.now() - t0;
+    const ms = performance.now() - t0;
+    if (v === 'calico') windows.push({ ms, t0: wall0, from, to: logSize(node.logPath) });
+    return ms;
   };
   log(`docker run: ${o.warmup} warm-up round(s)`);
   for (let i = 0; i < o.warmup; i++) for (const v of VARIANTS) await once(v);
+  windows.length = 0;
   const ms: Record<Variant, number[]> = { calico: [], bridge: [], none: [] };
   const from = logSize(node.logPath);
   log(`docker run: ${o.runs} measured round(s) of ${VARIANTS.join(', ')} (order rotates per round)`);
@@ -301,7 +352,10 @@ async function benchDockerRun(dockerd: DockerdHandle, node: CalicoNodeHandle, o:
   // Let the asynchronous work of the last teardown land in the log window.
   await sleep(500);
   const to = logSize(node.logPath);
-  return { ms, calls: callsInLog(node.logPath, from, to), messages: logMessages(node.logPath, from, to) };
+  const median = pct(ms.calico, 50);
+  const w = [...windows].sort((a, b) => Math.abs(a.ms - median) - Math.abs(b.ms - median))[0];
+  const timeline = w ? { total: w.ms, events: timelineOf(node.logPath, w.from, w.to, w.t0) } : { total: NaN, events: [] };
+  return { ms, calls: callsInLog(node.logPath, from, to), messages: logMessages(node.logPath, from, to), timeline };
 }
 
 async function benchHandlers(node: CalicoNodeHandle, networkId: string, iterations: number): Promise<HandlerResult> {
@@ -394,6 +448,7 @@ function renderSection(r: Results): string {
   lines.push(`| etcd | ${m.etcd} (single member, same netns) |`);
   lines.push(`| Node.js | ${m.node} |`);
   lines.push(`| calico-ts commit | ${m.commit} |`);
+  lines.push(`| load average (1/5/15 min) at start / end | ${m.loadStart} / ${m.loadEnd} |`);
   lines.push('');
   lines.push('### Targets');
   lines.push('');
@@ -443,7 +498,18 @@ function renderSection(r: Results): string {
   lines.push('|---|---|---|---|---|---|');
   for (const c of d.calls) lines.push(`| ${c.path} | ${c.count} | ${f2(c.p50)} | ${f2(c.p95)} | ${f2(c.max)} | ${f2(c.total / runs)} |`);
   const reconciles = (d.messages.get('reconciled: no changes') ?? 0) + (d.messages.get('reconciled') ?? 0) + (d.messages.get('reconciled dataplane') ?? 0);
-  if (reconciles) lines.push('', `Reconciles triggered by datastore events in that window: ${reconciles} (they hold the dataplane lock Join also takes).`);
+  if (reconciles) {
+    lines.push('', `Reconciles run by the node in that window: ${reconciles} (${f1(reconciles / runs)} per container; each one lists links and routes and holds the dataplane lock that Join and DeleteEndpoint also take).`);
+  }
+  if (d.timeline.events.length) {
+    lines.push('');
+    lines.push(`One calico run (the one closest to the p50: ${f1(d.timeline.total)} ms), as the node logged it; ms from the start of \`docker run\`:`);
+    lines.push('');
+    lines.push('| start | end | event |');
+    lines.push('|---|---|---|');
+    for (const ev of d.timeline.events) lines.push(`| ${f1(ev.start)} | ${f1(ev.end)} | ${ev.what} |`);
+    lines.push(`| ${f1(d.timeline.total)} | | \`docker run\` returns |`);
+  }
   lines.push('');
   lines.push(`### 2. Plugin handler latency, straight to the socket (ms)`);
   lines.push('');
@@ -523,7 +589,7 @@ async function main(): Promise<void> {
 
   let node: CalicoNodeHandle | undefined;
   try {
-    log('starting dockerd, etcd and calico-ts node in a fresh netns');
+    log(`pid ${process.pid}: starting dockerd, etcd and calico-ts node in a fresh netns`);
     const dockerd = await startDockerd();
     cleanup.add('dockerd', () => dockerd.stop());
     const etcd = await startEtcd({ netns: dockerd.netns });
@@ -560,6 +626,7 @@ async function main(): Promise<void> {
     await sleep(2_000);
     const rssAfterHandlers = await nodeRss(n);
 
+    machine.loadEnd = loadavg();
     const results: Results = { options: o, machine, dockerRun, handlers, rssAfterRuns, rssAfterHandlers, wallS: (performance.now() - started) / 1000 };
     await writeReport(o.out, renderSection(results));
     printSummary(results);
