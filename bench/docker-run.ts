@@ -26,6 +26,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { release } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ensureBusyboxImage } from '../test/helpers/busybox-image.js';
 import { startCalicoNode, type CalicoNodeHandle } from '../test/helpers/calico-node.js';
@@ -207,11 +208,61 @@ function logMessages(logPath: string, from: number, to: number): Map<string, num
 
 const logSize = (path: string): number => (existsSync(path) ? statSync(path).size : 0);
 
+// ---- building blocks: what one etcd round trip and one exec cost, measured from a node process in the netns ----
+
+interface BuildingBlocks {
+  etcdGet: number[];
+  etcdPut: number[];
+  etcdTxn: number[];
+  execIp: number[];
+  execSysctl: number[];
+}
+
+/** CommonJS, run with `node -e` in the repo root (so `etcd3` resolves); argv[1] = etcd endpoint, argv[2] = count. */
+const BUILDING_BLOCKS_SCRIPT = `
+const { Etcd3 } = require('etcd3');
+const { execFile } = require('node:child_process');
+const ex = (f, a) => new Promise((res, rej) => execFile(f, a, (e, o) => (e ? rej(e) : res(o))));
+(async () => {
+  const c = new Etcd3({ hosts: process.argv[1] });
+  const n = Number(process.argv[2]);
+  const r = { etcdGet: [], etcdPut: [], etcdTxn: [], execIp: [], execSysctl: [] };
+  const time = async (list, fn) => { const t = performance.now(); await fn(); list.push(performance.now() - t); };
+  for (let i = 0; i < 5; i++) await c.put('/calico-ts-bench/warm').value('x');
+  for (let i = 0; i < n; i++) await time(r.etcdPut, () => c.put('/calico-ts-bench/k' + i).value('v'.repeat(300)));
+  for (let i = 0; i < n; i++) await time(r.etcdGet, () => c.get('/calico-ts-bench/k' + i).string());
+  for (let i = 0; i < n; i++) {
+    const k = '/calico-ts-bench/k' + i;
+    const cur = await c.get(k).exec();
+    const rev = cur.kvs[0].mod_revision;
+    await time(r.etcdTxn, () => c.if(k, 'Mod', '==', rev).then(c.put(k).value('w'.repeat(300))).else(c.get(k)).commit());
+  }
+  await c.delete().prefix('/calico-ts-bench/');
+  c.close();
+  for (let i = 0; i < n; i++) await time(r.execIp, () => ex('ip', ['-json', 'link', 'show', 'dev', 'lo']));
+  for (let i = 0; i < n; i++) await time(r.execSysctl, () => ex('sysctl', ['-n', 'net.ipv4.ip_forward']));
+  process.stdout.write(JSON.stringify(r));
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+async function benchBuildingBlocks(netns: string, etcdEndpoint: string, n = 50): Promise<BuildingBlocks> {
+  const { stdout } = await run(['nsenter', `--net=/run/netns/${netns}`, process.execPath, '-e', BUILDING_BLOCKS_SCRIPT, etcdEndpoint, String(n)], {
+    cwd: REPO_ROOT,
+    timeoutMs: 120_000,
+  });
+  return JSON.parse(stdout) as BuildingBlocks;
+}
+
 // ---- RSS ---------------------------------------------------------------------------------------
 
 interface Rss {
   rssMb: number;
   hwmMb: number;
+  /** Heap, stacks (RssAnon) vs. mapped files: the node binary and libraries (RssFile). */
+  anonMb: number;
+  fileMb: number;
 }
 
 /** VmRSS / VmHWM of the node process (nsenter execs node, so the spawned pid is node's). */
@@ -222,7 +273,7 @@ async function nodeRss(node: CalicoNodeHandle): Promise<Rss> {
   const name = /^Name:\s*(\S+)/m.exec(status)?.[1];
   if (name === 'nsenter') throw new Error(`pid ${pid} is still nsenter, not node`);
   const kb = (field: string): number => Number(new RegExp(`^${field}:\\s*(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024 };
+  return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024, anonMb: kb('RssAnon') / 1024, fileMb: kb('RssFile') / 1024 };
 }
 
 // ---- the benchmark ------------------------------------------------------------------------------
@@ -296,6 +347,7 @@ interface Results {
   handlers: HandlerResult;
   rssAfterRuns: Rss;
   rssAfterHandlers: Rss;
+  blocks: BuildingBlocks;
   wallS: number;
 }
 
@@ -535,12 +587,33 @@ function renderSection(r: Results): string {
       `releasing them: ${f1(h.releasePerS)} addresses/s.`,
   );
   lines.push('');
-  lines.push('### 3. Node memory');
+  lines.push('### 3. Building blocks (ms)');
   lines.push('');
-  lines.push('| when | VmRSS | VmHWM (peak) |');
+  lines.push(
+    `What one datastore round trip and one command cost on this machine, from a separate Node.js process in the bench netns ` +
+      `(etcd3 client, same etcd; \`execFile\`), ${r.blocks.etcdGet.length} each. The handlers above are sums of these.`,
+  );
+  lines.push('');
+  lines.push('| operation | p50 | p95 |');
   lines.push('|---|---|---|');
-  lines.push(`| idle, 2 s after the docker runs | ${f1(r.rssAfterRuns.rssMb)} MB | ${f1(r.rssAfterRuns.hwmMb)} MB |`);
-  lines.push(`| idle, 2 s after the handler benchmark | ${f1(r.rssAfterHandlers.rssMb)} MB | ${f1(r.rssAfterHandlers.hwmMb)} MB |`);
+  const bb: [string, number[]][] = [
+    ['etcd get', r.blocks.etcdGet],
+    ['etcd put (fsync)', r.blocks.etcdPut],
+    ['etcd txn compare-and-put (fsync)', r.blocks.etcdTxn],
+    ['exec `ip -json link show dev lo`', r.blocks.execIp],
+    ['exec `sysctl -n net.ipv4.ip_forward`', r.blocks.execSysctl],
+  ];
+  for (const [what, xs] of bb) lines.push(`| ${what} | ${f2(pct(xs, 50))} | ${f2(pct(xs, 95))} |`);
+  lines.push('');
+  lines.push('### 4. Node memory');
+  lines.push('');
+  lines.push('`calico-ts node run`, from /proc/<pid>/status.');
+  lines.push('');
+  lines.push('| when | VmRSS | of which anonymous (heap) | of which file-backed (binary, libraries) | VmHWM (peak so far) |');
+  lines.push('|---|---|---|---|---|');
+  const rssRow = (when: string, x: Rss): string => `| ${when} | ${f1(x.rssMb)} MB | ${f1(x.anonMb)} MB | ${f1(x.fileMb)} MB | ${f1(x.hwmMb)} MB |`;
+  lines.push(rssRow('idle, 2 s after the docker runs', r.rssAfterRuns));
+  lines.push(rssRow(`idle, 2 s after the handler benchmark (${o.iterations * 2} addresses, ${o.iterations} veths)`, r.rssAfterHandlers));
   lines.push(END);
   return lines.join('\n');
 }
@@ -563,6 +636,7 @@ function printSummary(r: Results): void {
     `ratio calico/bridge p50: ${f2(p('calico') / p('bridge'))}x (target <= ${TARGET_RATIO}x)`,
     ...r.handlers.phases.map((ph) => `  ${ph.phase.padEnd(15)} p50 ${f2(pct(ph.ms, 50)).padStart(7)} ms  p99 ${f2(pct(ph.ms, 99)).padStart(7)} ms`),
     `RequestAddress: ${f1(r.handlers.addrPerS)} addresses/s; release ${f1(r.handlers.releasePerS)}/s`,
+    `building blocks p50: etcd get ${f2(pct(r.blocks.etcdGet, 50))} ms, put ${f2(pct(r.blocks.etcdPut, 50))} ms, txn ${f2(pct(r.blocks.etcdTxn, 50))} ms; exec ip ${f2(pct(r.blocks.execIp, 50))} ms, sysctl ${f2(pct(r.blocks.execSysctl, 50))} ms`,
     `node RSS: ${f1(r.rssAfterRuns.rssMb)} MB after runs, ${f1(r.rssAfterHandlers.rssMb)} MB after handlers (peak ${f1(r.rssAfterHandlers.hwmMb)} MB)`,
     '',
   ];
@@ -625,9 +699,11 @@ async function main(): Promise<void> {
     const handlers = await benchHandlers(n, networkId, o.iterations);
     await sleep(2_000);
     const rssAfterHandlers = await nodeRss(n);
+    log('building blocks: etcd round trips and execs from a node process in the netns');
+    const blocks = await benchBuildingBlocks(dockerd.netns, etcd.endpoint);
 
     machine.loadEnd = loadavg();
-    const results: Results = { options: o, machine, dockerRun, handlers, rssAfterRuns, rssAfterHandlers, wallS: (performance.now() - started) / 1000 };
+    const results: Results = { options: o, machine, dockerRun, handlers, rssAfterRuns, rssAfterHandlers, blocks, wallS: (performance.now() - started) / 1000 };
     await writeReport(o.out, renderSection(results));
     printSummary(results);
     log(`wrote ${o.out}`);

@@ -3,6 +3,7 @@
  * `calico-ts node run`. Run twice: with the test dockerd managing iptables (FORWARD policy DROP) and without.
  */
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +65,10 @@ for (const iptables of [false, true]) {
       });
       cleanup.add('calico-ts node', () => node.stop());
       await ensureBusyboxImage(dockerd);
+    });
+
+    it('serves the plugin socket with mode 0660', () => {
+      assert.equal(statSync(node.socketPath).mode & 0o777, 0o660);
     });
 
     after(async () => {

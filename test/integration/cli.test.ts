@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { EtcdDatastore } from '../../plugin/datastore/etcd.js';
+import { Ipam } from '../../plugin/ipam/ipam.js';
+import { CLI } from '../helpers/calico-node.js';
+import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
+
+const execFileP = promisify(execFile);
+
+describe('calico-ts CLI against a real etcd', () => {
+  let etcd: EtcdHandle;
+  const cli = (args: string[], env: Record<string, string> = {}) =>
+    execFileP(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: etcd.endpoint, ...env } });
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+
+  it('version prints the package version', async () => {
+    assert.match((await cli(['version'])).stdout, /^calico-ts \d+\.\d+\.\d+\n$/);
+  });
+
+  it('ipam show lists pools, blocks per host and addresses with owners', async () => {
+    const store = new EtcdDatastore({ endpoints: [etcd.endpoint] });
+    const ipam = new Ipam(store, { node: 'host-x' });
+    await ipam.ensureDefaultPool();
+    const ip = await ipam.autoAssign('192.168.0.0/16');
+    await ipam.bind(ip, 'feedface0123456789');
+    await store.close();
+    const out = (await cli(['ipam', 'show'])).stdout;
+    assert.match(out, /default-ipv4-ippool\s+192\.168\.0\.0\/16\s+26\s+false/);
+    assert.match(out, /host-x\s+192\.168\.\d+\.\d+\/26\s+1\/64/);
+    assert.match(out, new RegExp(`${ip.replace(/\./g, '\\.')}\\s+host-x\\s+\\S+\\s+endpoint feedface0123`));
+  });
+
+  it('errors are one clear line and exit 1', async () => {
+    await assert.rejects(cli(['ipam', 'show'], { ETCD_ENDPOINTS: 'not a url' }), (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr, /^error: ETCD_ENDPOINTS: "not a url" is not a URL/);
+      return true;
+    });
+    await assert.rejects(cli(['no-such-verb']), (err: { code: number }) => err.code === 1);
+  });
+});
