@@ -35,7 +35,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if alive "$RUN/node.pid"; then
-  echo "calico-ts node already running (pid $(cat "$RUN/node.pid"))"
+  echo "calico-ts node already running (pid $(cat "$RUN/node.pid")); make stop && make run restarts it"
 else
   echo "starting calico-ts node (log $LOG/node.log)"
   setsid calico-ts node run >>"$LOG/node.log" 2>&1 < /dev/null &
@@ -49,9 +49,9 @@ cat <<'MSG'
 
 calico-ts is running. Next:
   docker network create --driver calico-ts --ipam-driver calico-ts net1
-  docker run -d --net net1 --name a local/busybox sleep 1d
-  docker run --rm --net net1 local/busybox ping -c1 $(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' a)
+  docker run -d --net net1 --name web local/busybox sleep 1d
+  docker run --rm --net net1 local/busybox ping -c1 $(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' web)
   calico-ts ipam show
-  docker rm -f a; docker network rm net1
+  docker rm -f web; docker network rm net1
   make stop            # stops what make run started
 MSG
