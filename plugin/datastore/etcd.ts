@@ -4,7 +4,7 @@
  * Every etcd failure is wrapped once, here, into DatastoreError (or the typed conflict errors).
  */
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions, type Watcher } from 'etcd3';
+import { Etcd3, type ComparatorBuilder, type IOptions, type Watcher } from 'etcd3';
 import { AlreadyExistsError, CalicoError, DatastoreError, NotFoundError, UpdateConflictError } from '../lib/errors.js';
 import type { Datastore, KVPair, ListResult, Watch, WatchEvent } from './datastore.js';
 import type { Key, KeyPrefix } from './model.js';
@@ -50,6 +50,17 @@ export class EtcdDatastore implements Datastore {
     }
   }
 
+  /** Runs `op` only if `path` is still at `revision`; otherwise NotFound (gone) or UpdateConflict (changed). */
+  private async ifUnchanged(path: string, revision: number, op: Parameters<ComparatorBuilder['then']>[0]) {
+    const res = await this.client.if(path, 'Mod', '==', revision).then(op).else(this.client.get(path)).commit();
+    if (!res.succeeded) {
+      const current = res.responses[0]?.response_range?.kvs ?? [];
+      if (current.length === 0) throw new NotFoundError('key', path);
+      throw new UpdateConflictError(path);
+    }
+    return res;
+  }
+
   get<T>(key: Key<T>): Promise<KVPair<T> | undefined> {
     return this.wrap('get', async () => {
       const res = await this.client.get(key.path).exec();
@@ -69,16 +80,7 @@ export class EtcdDatastore implements Datastore {
 
   update<T>(key: Key<T>, value: T, revision: number): Promise<KVPair<T>> {
     return this.wrap('update', async () => {
-      const res = await this.client
-        .if(key.path, 'Mod', '==', revision)
-        .then(this.client.put(key.path).value(encode(value)))
-        .else(this.client.get(key.path))
-        .commit();
-      if (!res.succeeded) {
-        const current = res.responses[0]?.response_range?.kvs ?? [];
-        if (current.length === 0) throw new NotFoundError('key', key.path);
-        throw new UpdateConflictError(key.path);
-      }
+      const res = await this.ifUnchanged(key.path, revision, this.client.put(key.path).value(encode(value)));
       return { key, value, revision: Number(res.header.revision) };
     });
   }
@@ -97,16 +99,7 @@ export class EtcdDatastore implements Datastore {
         if (Number(res.deleted) === 0) throw new NotFoundError('key', key.path);
         return;
       }
-      const res = await this.client
-        .if(key.path, 'Mod', '==', revision)
-        .then(this.client.delete().key(key.path))
-        .else(this.client.get(key.path))
-        .commit();
-      if (!res.succeeded) {
-        const current = res.responses[0]?.response_range?.kvs ?? [];
-        if (current.length === 0) throw new NotFoundError('key', key.path);
-        throw new UpdateConflictError(key.path);
-      }
+      await this.ifUnchanged(key.path, revision, this.client.delete().key(key.path));
     });
   }
 
