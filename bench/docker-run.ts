@@ -216,6 +216,8 @@ interface BuildingBlocks {
   etcdTxn: number[];
   execIp: number[];
   execSysctl: number[];
+  vethAdd: number[];
+  vethDel: number[];
 }
 
 /** CommonJS, run with `node -e` in the repo root (so `etcd3` resolves); argv[1] = etcd endpoint, argv[2] = count. */
@@ -226,7 +228,7 @@ const ex = (f, a) => new Promise((res, rej) => execFile(f, a, (e, o) => (e ? rej
 (async () => {
   const c = new Etcd3({ hosts: process.argv[1] });
   const n = Number(process.argv[2]);
-  const r = { etcdGet: [], etcdPut: [], etcdTxn: [], execIp: [], execSysctl: [] };
+  const r = { etcdGet: [], etcdPut: [], etcdTxn: [], execIp: [], execSysctl: [], vethAdd: [], vethDel: [] };
   const time = async (list, fn) => { const t = performance.now(); await fn(); list.push(performance.now() - t); };
   for (let i = 0; i < 5; i++) await c.put('/calico-ts-bench/warm').value('x');
   for (let i = 0; i < n; i++) await time(r.etcdPut, () => c.put('/calico-ts-bench/k' + i).value('v'.repeat(300)));
@@ -241,6 +243,10 @@ const ex = (f, a) => new Promise((res, rej) => execFile(f, a, (e, o) => (e ? rej
   c.close();
   for (let i = 0; i < n; i++) await time(r.execIp, () => ex('ip', ['-json', 'link', 'show', 'dev', 'lo']));
   for (let i = 0; i < n; i++) await time(r.execSysctl, () => ex('sysctl', ['-n', 'net.ipv4.ip_forward']));
+  for (let i = 0; i < n; i++) {
+    await time(r.vethAdd, () => ex('ip', ['link', 'add', 'bnchh' + i, 'type', 'veth', 'peer', 'name', 'bnchp' + i]));
+    await time(r.vethDel, () => ex('ip', ['link', 'del', 'bnchh' + i]));
+  }
   process.stdout.write(JSON.stringify(r));
 })().catch((e) => { console.error(e); process.exit(1); });
 `;
@@ -602,6 +608,8 @@ function renderSection(r: Results): string {
     ['etcd txn compare-and-put (fsync)', r.blocks.etcdTxn],
     ['exec `ip -json link show dev lo`', r.blocks.execIp],
     ['exec `sysctl -n net.ipv4.ip_forward`', r.blocks.execSysctl],
+    ['exec `ip link add A type veth peer name B`', r.blocks.vethAdd],
+    ['exec `ip link del A` (veth pair; kernel teardown included)', r.blocks.vethDel],
   ];
   for (const [what, xs] of bb) lines.push(`| ${what} | ${f2(pct(xs, 50))} | ${f2(pct(xs, 95))} |`);
   lines.push('');
@@ -636,7 +644,7 @@ function printSummary(r: Results): void {
     `ratio calico/bridge p50: ${f2(p('calico') / p('bridge'))}x (target <= ${TARGET_RATIO}x)`,
     ...r.handlers.phases.map((ph) => `  ${ph.phase.padEnd(15)} p50 ${f2(pct(ph.ms, 50)).padStart(7)} ms  p99 ${f2(pct(ph.ms, 99)).padStart(7)} ms`),
     `RequestAddress: ${f1(r.handlers.addrPerS)} addresses/s; release ${f1(r.handlers.releasePerS)}/s`,
-    `building blocks p50: etcd get ${f2(pct(r.blocks.etcdGet, 50))} ms, put ${f2(pct(r.blocks.etcdPut, 50))} ms, txn ${f2(pct(r.blocks.etcdTxn, 50))} ms; exec ip ${f2(pct(r.blocks.execIp, 50))} ms, sysctl ${f2(pct(r.blocks.execSysctl, 50))} ms`,
+    `building blocks p50: etcd get ${f2(pct(r.blocks.etcdGet, 50))} ms, put ${f2(pct(r.blocks.etcdPut, 50))} ms, txn ${f2(pct(r.blocks.etcdTxn, 50))} ms; exec ip ${f2(pct(r.blocks.execIp, 50))} ms, sysctl ${f2(pct(r.blocks.execSysctl, 50))} ms, veth add ${f2(pct(r.blocks.vethAdd, 50))} ms, veth del ${f2(pct(r.blocks.vethDel, 50))} ms`,
     `node RSS: ${f1(r.rssAfterRuns.rssMb)} MB after runs, ${f1(r.rssAfterHandlers.rssMb)} MB after handlers (peak ${f1(r.rssAfterHandlers.hwmMb)} MB)`,
     '',
   ];

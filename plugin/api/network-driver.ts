@@ -109,6 +109,8 @@ export class NetworkDriver {
     await this.deps.store.delete(keys.network(id)).catch(ignoreNotFound);
     const name = existing.value.name;
     if (name) {
+      // Removed here means removed everywhere: the other hosts drop their copy once it is unused.
+      await this.deps.store.delete(keys.clusterNetwork(name)).catch(ignoreNotFound);
       // The profile is shared by every host's network of this name: remove it with the last one.
       const others = (await this.deps.store.list(keys.networks())).items.filter((n) => n.value.name === name);
       if (others.length === 0) await this.deps.store.delete(keys.profile(name)).catch(ignoreNotFound);

@@ -10,6 +10,16 @@ import { createLogger } from '../lib/log.js';
 import { loadConfig } from '../node/config.js';
 import { NodeAgent } from '../node/agent.js';
 import { ipamShow } from './ipam-show.js';
+import { deleteByName, getResources, parseResourceText, writeResources, type OutputFormat } from './crud.js';
+import { ValidationError } from '../lib/errors.js';
+
+function readInput(file: string): string {
+  try {
+    return readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new ValidationError(file, `cannot read: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
 
 export const VERSION: string = (
   JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -57,6 +67,48 @@ export function buildProgram(): Command {
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
       await agent.start();
+    });
+
+  for (const verb of ['apply', 'create', 'replace'] as const) {
+    program
+      .command(verb)
+      .description(
+        { apply: 'create or update resources', create: 'create resources (fails if one exists)', replace: 'update resources (fails if one is missing)' }[verb] +
+          ' from YAML/JSON (IPPool, BGPPeer, BGPConfiguration, Node)',
+      )
+      .requiredOption('-f, --filename <file>', "file to read, or '-' for standard input")
+      .action(async (opts: { filename: string }) => {
+        const docs = parseResourceText(readInput(opts.filename), opts.filename);
+        process.stdout.write((await withStore((s) => writeResources(s, verb, docs))) + '\n');
+      });
+  }
+  program
+    .command('delete')
+    .description('delete resources by kind and name, or those in a file')
+    .argument('[kind]', 'resource kind, e.g. ippool, bgppeer')
+    .argument('[names...]', 'resource names')
+    .option('-f, --filename <file>', "file to read, or '-' for standard input")
+    .action(async (kind: string | undefined, names: string[], opts: { filename?: string }) => {
+      let out: string;
+      if (opts.filename) {
+        const docs = parseResourceText(readInput(opts.filename), opts.filename);
+        out = await withStore((s) => writeResources(s, 'delete', docs));
+      } else {
+        if (!kind || names.length === 0) throw new ValidationError('delete', 'name a kind and at least one resource, or pass -f <file>');
+        out = await withStore((s) => deleteByName(s, kind, names));
+      }
+      process.stdout.write(out + '\n');
+    });
+  program
+    .command('get')
+    .description('list resources of a kind (all, or by name)')
+    .argument('<kind>', 'ippools | bgppeers | bgpconfigurations | nodes')
+    .argument('[names...]', 'resource names')
+    .option('-o, --output <format>', 'yaml | json | wide (default: a table)')
+    .action(async (kind: string, names: string[], opts: { output?: string }) => {
+      const output = opts.output ?? 'table';
+      if (!['table', 'wide', 'yaml', 'json'].includes(output)) throw new ValidationError('--output', 'must be yaml, json or wide');
+      process.stdout.write((await withStore((s) => getResources(s, kind, names, output as OutputFormat))) + '\n');
     });
 
   const ipam = program.command('ipam').description('IP address management');

@@ -77,9 +77,48 @@ export interface Profile {
 
 export interface NodeRecord {
   name: string;
+  /** "10.0.0.11/24": the address (with its subnet) other hosts reach this one at; BGP router ID. */
   ipv4Address: string | null;
+  /** Overrides the cluster AS from BGPConfiguration; null = use it. */
+  asNumber: number | null;
+  /** Set on route reflectors. */
+  routeReflectorClusterId: string | null;
   labels: Record<string, string>;
   startedAt: number;
+}
+
+/** projectcalico.org/v3 BGPConfiguration; the cluster-wide one is named `default`. */
+export interface BgpConfiguration {
+  name: string;
+  asNumber: number | null;
+  nodeToNodeMeshEnabled: boolean | null;
+  listenPort: number | null;
+  logSeverityScreen: string | null;
+}
+
+/** projectcalico.org/v3 BGPPeer. */
+export interface BgpPeer {
+  name: string;
+  node: string | null;
+  nodeSelector: string | null;
+  peerIP: string | null;
+  asNumber: number | null;
+  peerSelector: string | null;
+}
+
+/**
+ * A network by name, shared by every host: each node makes sure its Docker has a network of this
+ * name (Docker ≥ 23 has no cluster store, so every host's network has its own ID).
+ */
+export interface ClusterNetwork {
+  name: string;
+  /** The explicit --subnet, or null when the network uses the default pool. */
+  subnet: string | null;
+  mtu: number;
+  driver: string;
+  ipamDriver: string;
+  createdBy: string;
+  createdAt: number;
 }
 
 /** A container's attachment on this host, as the dataplane needs it. */
@@ -131,6 +170,12 @@ export const keys = {
   profile: (name: string) => key<Profile>(`${ROOT}/profiles/${seg(name)}`),
   profiles: () => prefix<Profile>(`${ROOT}/profiles`),
   node: (name: string) => key<NodeRecord>(`${ROOT}/nodes/${seg(name)}`),
+  bgpConfiguration: (name: string) => key<BgpConfiguration>(`${ROOT}/bgpconfigurations/${seg(name)}`),
+  bgpConfigurations: () => prefix<BgpConfiguration>(`${ROOT}/bgpconfigurations`),
+  bgpPeer: (name: string) => key<BgpPeer>(`${ROOT}/bgppeers/${seg(name)}`),
+  bgpPeers: () => prefix<BgpPeer>(`${ROOT}/bgppeers`),
+  clusterNetwork: (name: string) => key<ClusterNetwork>(`${ROOT}/clusternetworks/${seg(name)}`),
+  clusterNetworks: () => prefix<ClusterNetwork>(`${ROOT}/clusternetworks`),
   nodes: () => prefix<NodeRecord>(`${ROOT}/nodes`),
   endpoint: (node: string, endpointId: string) =>
     key<WorkloadEndpoint>(`${ROOT}/workloadendpoints/${seg(node)}/${seg(endpointId)}`),

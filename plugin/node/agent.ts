@@ -8,7 +8,8 @@ import type { Server } from 'node:http';
 import { IpamDriver } from '../api/ipam-driver.js';
 import { NetworkDriver } from '../api/network-driver.js';
 import { createApp, listenOnSocket } from '../api/server.js';
-import type { Datastore } from '../datastore/datastore.js';
+import { casLoop, type Datastore, type Watch } from '../datastore/datastore.js';
+import { DebouncedJob } from '../lib/debounced-job.js';
 import { EtcdDatastore } from '../datastore/etcd.js';
 import { keys } from '../datastore/model.js';
 import { LinuxDataplane } from '../dataplane/linux.js';
@@ -17,6 +18,7 @@ import { Ipam } from '../ipam/ipam.js';
 import { ExecFileRunner } from '../lib/exec.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { statusFile, type NodeConfig } from './config.js';
+import { detectIPv4 } from './autodetect.js';
 import { DockerSync } from './docker-sync.js';
 import { Reconciler } from './reconciler.js';
 
@@ -34,6 +36,8 @@ export class NodeAgent {
   private readonly log: Logger;
   private server: Server | undefined;
   private gcTimer: NodeJS.Timeout | undefined;
+  private readonly networkSync: DebouncedJob;
+  private readonly watches: Watch[] = [];
 
   constructor(
     readonly config: NodeConfig,
@@ -54,17 +58,25 @@ export class NodeAgent {
       graceMs: config.gcGraceMs,
       unboundGraceMs: config.gcUnboundGraceMs,
     });
+    this.networkSync = new DebouncedJob(
+      async () => void (await this.dockerSync.syncNetworks()),
+      (err) => this.log.debug('network sync failed; will retry', { error: String(err) }),
+      50,
+    );
+  }
+
+  /** Runs `onChange` on every change under the given prefixes (from now on). */
+  private async watchPrefixes(prefixes: { path: string }[], onChange: () => void): Promise<void> {
+    const revision = (await this.store.list(keys.nodes())).revision + 1;
+    for (const prefix of prefixes) {
+      this.watches.push(await this.store.watch(prefix, revision, onChange, (err) => this.log.warn('watch failed', { prefix: prefix.path, error: String(err) })));
+    }
   }
 
   async start(): Promise<void> {
     const { config } = this;
     mkdirSync(config.runDir, { recursive: true });
-    await this.store.put(keys.node(config.nodeName), {
-      name: config.nodeName,
-      ipv4Address: config.ip,
-      labels: {},
-      startedAt: Date.now(),
-    });
+    await this.register();
     await this.ipam.ensureDefaultPool();
     const dataplane = this.reconciler.lockedDataplane;
     await dataplane.ensureBase();
@@ -82,6 +94,7 @@ export class NodeAgent {
     const app = createApp({ network, ipam: new IpamDriver(this.ipam), log: this.log });
     this.server = await listenOnSocket(app, config.socketPath);
     writeFileSync(statusFile(config), JSON.stringify({ pid: process.pid, node: config.nodeName, socket: config.socketPath, startedAt: new Date().toISOString() }));
+    await this.watchPrefixes([keys.clusterNetworks()], () => this.networkSync.kick());
     this.gcTimer = setInterval(() => void this.collectGarbage(), config.gcIntervalMs);
     this.gcTimer.unref();
     // Docker may still be starting (and waiting on us): collect later, never inline.
@@ -89,7 +102,26 @@ export class NodeAgent {
     this.log.info('calico-ts node running', { socket: config.socketPath, etcd: config.etcd.endpoints });
   }
 
+  /**
+   * Writes this node's record, keeping what users set with `calico-ts apply` (labels, AS, route
+   * reflector) unless the environment sets it.
+   */
+  private async register(): Promise<void> {
+    const { config } = this;
+    const ipv4Address = await detectIPv4(new ExecFileRunner(), { IP: config.ip, IP_AUTODETECTION_METHOD: config.ipAutodetectionMethod });
+    if (!ipv4Address) this.log.warn('no IPv4 address found for this host; set IP or IP_AUTODETECTION_METHOD (BGP stays off)');
+    await casLoop(this.store, keys.node(config.nodeName), (cur) => ({
+      name: config.nodeName,
+      ipv4Address,
+      asNumber: config.asNumber ?? cur?.value.asNumber ?? null,
+      routeReflectorClusterId: config.routeReflectorClusterId ?? cur?.value.routeReflectorClusterId ?? null,
+      labels: cur?.value.labels ?? {},
+      startedAt: Date.now(),
+    }));
+  }
+
   async collectGarbage(): Promise<void> {
+    this.networkSync.kick();
     try {
       const report = await this.dockerSync.collect();
       if (report && report.endpointsRemoved.length > 0) this.reconciler.kick();
@@ -100,6 +132,8 @@ export class NodeAgent {
 
   async stop(): Promise<void> {
     clearInterval(this.gcTimer);
+    await Promise.all(this.watches.map((w) => w.close().catch(() => undefined)));
+    await this.networkSync.stop();
     const server = this.server;
     if (server) {
       server.closeAllConnections();

@@ -10,8 +10,16 @@ import { parseLogLevel, type LogLevel } from '../lib/log.js';
 
 export interface NodeConfig {
   nodeName: string;
-  /** This host's IPv4 address as other hosts reach it (used by BGP later); null = not set. */
-  ip: string | null;
+  /** `IP`: this host's IPv4 address as other hosts reach it; unset or "autodetect" = detect it. */
+  ip: string | undefined;
+  /** IP_AUTODETECTION_METHOD: first-found | interface=<regex> | can-reach=<address>. */
+  ipAutodetectionMethod: string | undefined;
+  /** `AS`: this node's AS number, overriding BGPConfiguration's; undefined = keep what the datastore says. */
+  asNumber: number | undefined;
+  /** `ROUTE_REFLECTOR_CLUSTER_ID`: make this node a route reflector. */
+  routeReflectorClusterId: string | undefined;
+  /** CALICO_NETWORKING_BACKEND: `bird` (BGP sidecar) or `none` (no route distribution). */
+  networkingBackend: 'bird' | 'none';
   etcd: EtcdConfig;
   socketPath: string;
   /** Docker API: a unix socket path. */
@@ -49,7 +57,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
   };
   return {
     nodeName,
-    ip: env.IP && env.IP !== 'autodetect' ? env.IP : null,
+    ip: env.IP && env.IP !== 'autodetect' ? env.IP : undefined,
+    ipAutodetectionMethod: env.IP_AUTODETECTION_METHOD || undefined,
+    asNumber: env.AS ? number('AS', 64512, 1, 4294967295) : undefined,
+    routeReflectorClusterId: env.ROUTE_REFLECTOR_CLUSTER_ID || undefined,
+    networkingBackend: backend(env.CALICO_NETWORKING_BACKEND),
     etcd: {
       endpoints,
       ...(env.ETCD_CA_CERT_FILE ? { caFile: env.ETCD_CA_CERT_FILE } : {}),
@@ -66,6 +78,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     gcUnboundGraceMs: number('CALICO_TS_GC_UNBOUND_GRACE_MS', 600_000, 0, 86_400_000),
     defaultMtu: number('CALICO_TS_VETH_MTU', 0, 0, 65535),
   };
+}
+
+function backend(value: string | undefined): 'bird' | 'none' {
+  if (value === undefined || value === '' || value === 'bird') return 'bird';
+  if (value === 'none') return 'none';
+  throw new ValidationError('CALICO_NETWORKING_BACKEND', `${JSON.stringify(value)} must be bird or none`);
 }
 
 export const statusFile = (config: NodeConfig): string => join(config.runDir, 'status.json');

@@ -10,7 +10,7 @@
  */
 import Docker from 'dockerode';
 import { casLoop, type Datastore } from '../datastore/datastore.js';
-import { keys, type Network, type Profile } from '../datastore/model.js';
+import { keys, type Key, type Network, type Profile } from '../datastore/model.js';
 import type { Dataplane } from '../dataplane/types.js';
 import { UNBOUND_PREFIX, type Ipam } from '../ipam/ipam.js';
 import { formatAddress, parseCidr } from '../ipam/cidr.js';
@@ -27,6 +27,14 @@ export function networkProfile(name: string): Profile {
     egress: [{ action: 'Allow' }],
     labelsToApply: { [NETWORK_LABEL]: name },
   };
+}
+
+async function createIfAbsent<T>(store: Datastore, key: Key<T>, value: T): Promise<void> {
+  try {
+    await store.create(key, value);
+  } catch (err) {
+    if (!(err instanceof AlreadyExistsError)) throw err;
+  }
 }
 
 export interface GcReport {
@@ -48,8 +56,14 @@ export interface DockerSyncOptions {
 
 interface DockerNetworkInfo {
   Name: string;
+  Id?: string;
+  Driver?: string;
+  IPAM?: { Driver?: string; Config?: { Subnet?: string }[] };
   Containers?: Record<string, { EndpointID?: string }>;
 }
+
+/** Driver names the plugin answers to: legacy socket (`calico-ts`) and managed plugin (`calico-ts:latest`). */
+export const OUR_DRIVERS = new Set(['calico-ts', 'calico-ts:latest']);
 
 export class DockerSync {
   private readonly docker: Docker;
@@ -67,7 +81,7 @@ export class DockerSync {
     const attempt = async (left: number): Promise<void> => {
       try {
         const info = (await this.docker.getNetwork(networkId).inspect()) as DockerNetworkInfo;
-        await this.recordName(networkId, info.Name);
+        await this.recordName(networkId, info);
       } catch (err) {
         if (left > 1) setTimeout(() => void attempt(left - 1), delayMs).unref();
         else this.o.log.warn('could not learn network name from Docker', { network: networkId, error: String(err) });
@@ -76,16 +90,28 @@ export class DockerSync {
     setTimeout(() => void attempt(attempts), delayMs).unref();
   }
 
-  async recordName(networkId: string, name: string): Promise<void> {
+  /**
+   * Records the network's name, creates its profile, puts its endpoints in that profile, and publishes
+   * it by name so every other host creates it too.
+   */
+  async recordName(networkId: string, info: DockerNetworkInfo): Promise<void> {
+    const name = info.Name;
     const written = await casLoop(this.o.store, keys.network(networkId), (cur) =>
       cur && cur.value.name !== name ? { ...cur.value, name } : undefined,
     );
     if (!written) return;
-    try {
-      await this.o.store.create(keys.profile(name), networkProfile(name));
-    } catch (err) {
-      if (!(err instanceof AlreadyExistsError)) throw err;
-    }
+    await createIfAbsent(this.o.store, keys.profile(name), networkProfile(name));
+    const net = written.value;
+    const poolCidrs = new Set((await this.o.store.list(keys.pools())).items.map((p) => p.value.cidr));
+    await createIfAbsent(this.o.store, keys.clusterNetwork(name), {
+      name,
+      subnet: net.ipv4Pool && !poolCidrs.has(net.ipv4Pool) ? net.ipv4Pool : null,
+      mtu: net.mtu,
+      driver: info.Driver ?? 'calico-ts',
+      ipamDriver: info.IPAM?.Driver ?? info.Driver ?? 'calico-ts',
+      createdBy: this.o.node,
+      createdAt: Date.now(),
+    });
     for (const ep of (await this.o.store.list(keys.endpoints(this.o.node))).items) {
       if (ep.value.networkId !== networkId || ep.value.profiles.includes(name)) continue;
       await casLoop(this.o.store, keys.endpoint(this.o.node, ep.value.endpointId), (cur) =>
@@ -93,6 +119,50 @@ export class DockerSync {
       );
     }
     this.o.log.info('network named', { network: networkId, name });
+  }
+
+  /**
+   * Makes this host's Docker match the cluster's networks by name: creates the missing ones (Docker
+   * then calls our CreateNetwork), removes ours whose cluster record is gone once they are unused.
+   */
+  async syncNetworks(now = Date.now()): Promise<{ created: string[]; removed: string[] }> {
+    const result = { created: [] as string[], removed: [] as string[] };
+    const wanted = new Map((await this.o.store.list(keys.clusterNetworks())).items.map((i) => [i.value.name, i.value]));
+    const local = (await this.docker.listNetworks()) as DockerNetworkInfo[];
+    const localNames = new Set(local.map((n) => n.Name));
+    for (const net of wanted.values()) {
+      if (localNames.has(net.name)) continue;
+      try {
+        await this.docker.createNetwork({
+          Name: net.name,
+          Driver: net.driver,
+          CheckDuplicate: true,
+          IPAM: { Driver: net.ipamDriver, Config: net.subnet ? [{ Subnet: net.subnet }] : [] },
+          Options: net.mtu ? { 'com.docker.network.driver.mtu': String(net.mtu) } : {},
+        });
+        result.created.push(net.name);
+      } catch (err) {
+        this.o.log.warn('could not create network from the cluster', { name: net.name, error: String(err) });
+      }
+    }
+    const records = new Map((await this.o.store.list(keys.networks())).items.map((i) => [i.value.id, i.value]));
+    for (const n of local) {
+      if (!n.Id || !OUR_DRIVERS.has(n.Driver ?? '') || wanted.has(n.Name)) continue;
+      const record = records.get(n.Id);
+      // Only networks this node has named and that are old enough: a new network is published a moment
+      // after Docker creates it.
+      if (!record?.name || now - record.createdAt < this.graceMs) continue;
+      const info = (await this.docker.getNetwork(n.Id).inspect()) as DockerNetworkInfo;
+      if (Object.keys(info.Containers ?? {}).length > 0) continue;
+      try {
+        await this.docker.getNetwork(n.Id).remove();
+        result.removed.push(n.Name);
+      } catch (err) {
+        this.o.log.warn('could not remove network deleted elsewhere', { name: n.Name, error: String(err) });
+      }
+    }
+    if (result.created.length + result.removed.length > 0) this.o.log.info('networks synced with the cluster', result);
+    return result;
   }
 
   /** One garbage-collection pass. Returns undefined when Docker cannot be asked (nothing is touched). */
@@ -111,7 +181,7 @@ export class DockerSync {
           }
           continue;
         }
-        if (!net.name) await this.recordName(net.id, info.Name);
+        if (!net.name) await this.recordName(net.id, info);
         for (const [containerId, c] of Object.entries(info.Containers ?? {})) {
           if (c.EndpointID) {
             live.add(c.EndpointID);

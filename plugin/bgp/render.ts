@@ -1,0 +1,216 @@
+/**
+ * BIRD 2 configuration for one node: a pure function of the BGP inputs and the sessions
+ * (peers.ts). Same inputs, same text, byte for byte — the supervisor compares texts to decide
+ * whether anything changed, so everything is sorted and nothing depends on time or order of arrival.
+ *
+ * Shape of the result (every construct checked with `bird -p` of BIRD 2.0.12):
+ * - `router id` = the node's IPv4; `log stderr` with the classes for logSeverityScreen (the
+ *   supervisor forwards BIRD's stderr into our log); `timeformat protocol iso long` so `show
+ *   protocols` has one unambiguous "Since" format.
+ * - `CALICO_POOLS`: a prefix set of the enabled IPv4 pools, each as `<pool>+` (the pool and
+ *   everything inside it: blocks and borrowed /32s). Disabled pools are left out entirely: their
+ *   routes are neither exported nor imported.
+ * - `protocol static calico_blocks`: one `route <block> blackhole;` per local block. That is what
+ *   we announce; the blackhole never reaches the kernel from BIRD (the dataplane owns that route).
+ * - `protocol kernel calico_kernel`: import none (the kernel's routes are not ours to announce);
+ *   export only BGP-learned routes inside the pools (never static blackholes, never device routes).
+ *   They appear in the kernel as `proto bird`. BIRD removes stale `proto bird` routes on start.
+ * - `protocol device` (interfaces, for `direct` next-hop resolution).
+ * - `template bgp calico_peer`: local address/AS (and port when listenPort is not 179), `direct`
+ *   (iBGP defaults to multihop, whose recursive next-hop lookup leaves routes `unreachable`
+ *   without an IGP; `direct` resolves the next hop on the shared link — BIRD 2 rejects
+ *   `gateway direct` with multihop), short connect/error timers so a restarted BIRD is back in
+ *   about a second, pool-only import and export filters. The export filter also passes routes
+ *   learned from other peers: a route reflector must re-advertise them (plain iBGP peers do not
+ *   re-advertise iBGP routes anyway — BGP's own rule).
+ * - one `protocol bgp <name> from calico_peer` per session: `neighbor <ip> [port N] as <asn>`
+ *   (port N = listenPort for calico-ts nodes, which all listen there; 179 for external routers),
+ *   `passive on` for the side that waits, `rr client` + `rr cluster id` where we reflect.
+ *
+ * Only IPv4 is rendered: IPv6 pools and blocks are ignored.
+ */
+import { ValidationError } from '../lib/errors.js';
+import { ipv4ToInt, isIPv4 } from './peers.js';
+import type { BgpInputs, PeerSession } from './types.js';
+
+export interface RenderOptions {
+  /** BIRD's control socket; BIRD 2.0 takes it on the command line (-s), so it is only noted in the header. */
+  controlSocket?: string;
+}
+
+/** BIRD log classes for Calico's logSeverityScreen names (case-insensitive; unknown = Info). */
+export function birdLogClasses(severity: string): string {
+  switch (severity.trim().toLowerCase()) {
+    case 'debug':
+      return 'all';
+    case 'warning':
+    case 'warn':
+      return '{ warning, error, auth, fatal, bug }';
+    case 'error':
+      return '{ error, fatal, bug }';
+    case 'fatal':
+    case 'panic':
+      return '{ fatal, bug }';
+    default:
+      return '{ info, remote, warning, error, auth, fatal, bug }';
+  }
+}
+
+interface V4Cidr {
+  base: number;
+  prefix: number;
+  text: string;
+}
+
+/** Strict IPv4 CIDR (host bits cleared), or null for anything that is not IPv4 (e.g. an IPv6 pool). */
+function v4Cidr(text: string, field: string): V4Cidr | null {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(text.trim());
+  if (!m || m[1] === undefined || m[2] === undefined) {
+    throw new ValidationError(field, `${JSON.stringify(text)} is not a CIDR (expected e.g. 192.168.0.0/16)`);
+  }
+  if (m[1].includes(':')) return null;
+  const addr = ipv4ToInt(m[1], field);
+  const prefix = Number(m[2]);
+  if (prefix > 32) throw new ValidationError(field, `${JSON.stringify(text)}: prefix length must be at most 32`);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  const base = (addr & mask) >>> 0;
+  const ip = [24, 16, 8, 0].map((s) => (base >>> s) & 255).join('.');
+  return { base, prefix, text: `${ip}/${prefix}` };
+}
+
+function sortedUnique(cidrs: V4Cidr[]): V4Cidr[] {
+  const seen = new Set<string>();
+  return cidrs
+    .sort((a, b) => a.base - b.base || a.prefix - b.prefix)
+    .filter((c) => (seen.has(c.text) ? false : (seen.add(c.text), true)));
+}
+
+function checkAs(asn: number, field: string): number {
+  if (!Number.isInteger(asn) || asn < 1 || asn > 4294967295) {
+    throw new ValidationError(field, `${JSON.stringify(asn)} is not an AS number (1-4294967295)`);
+  }
+  return asn;
+}
+
+/** Calico's routeReflectorClusterID is IPv4-shaped; BIRD also takes a plain number. */
+function checkClusterId(id: string): string {
+  if (isIPv4(id) || /^[1-9]\d{0,9}$/.test(id)) return id;
+  throw new ValidationError('routeReflectorClusterID', `${JSON.stringify(id)} must be an IPv4-style ID such as 224.0.0.1`);
+}
+
+/** Comment text: one line, printable ASCII, no way to end the comment early. */
+function commentSafe(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?');
+}
+
+export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opts: RenderOptions = {}): string {
+  const self = inputs.self;
+  const routerId = self.ipv4;
+  ipv4ToInt(routerId, `node ${self.name}: ipv4`);
+  const localAs = checkAs(self.asNumber || inputs.config.asNumber, 'asNumber');
+  const port = inputs.config.listenPort || 179;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ValidationError('listenPort', `${JSON.stringify(port)} is not a TCP port (1-65535)`);
+  }
+  const clusterId = self.routeReflectorClusterId ? checkClusterId(self.routeReflectorClusterId) : '';
+
+  const pools = sortedUnique(
+    inputs.pools
+      .filter((p) => !p.disabled)
+      .map((p) => v4Cidr(p.cidr, 'pool cidr'))
+      .filter((c): c is V4Cidr => c !== null),
+  );
+  const blocks = sortedUnique(inputs.localBlocks.map((b) => v4Cidr(b, 'block')).filter((c): c is V4Cidr => c !== null));
+  const calicoNodeIps = new Set(inputs.nodes.map((n) => n.ipv4));
+
+  const out: string[] = [];
+  const line = (s = ''): void => {
+    out.push(s);
+  };
+
+  line(`# Generated by calico-ts for node ${JSON.stringify(commentSafe(self.name))}. Do not edit: calico-ts`);
+  line('# rewrites this file whenever the cluster changes (render, bird -p, rename, birdc configure).');
+  if (opts.controlSocket) line(`# Control socket: ${commentSafe(opts.controlSocket)}`);
+  line();
+  line(`router id ${routerId};`);
+  line(`log stderr ${birdLogClasses(inputs.config.logSeverityScreen)};`);
+  line('timeformat protocol iso long;');
+  if (inputs.config.logSeverityScreen.trim().toLowerCase() === 'debug') {
+    line('debug protocols { states, routes, filters, interfaces, events };');
+  }
+  line();
+  line('# Enabled IP pools: only routes inside them go to peers or into the kernel.');
+  line(`define CALICO_POOLS = [ ${pools.map((p) => `${p.text}+`).join(', ')} ];`);
+  line();
+  line('filter calico_bgp_import {');
+  line('  if net ~ CALICO_POOLS then accept;');
+  line('  reject;');
+  line('}');
+  line();
+  line('# Our blocks and, on a route reflector, the routes it reflects.');
+  line('filter calico_bgp_export {');
+  line('  if net ~ CALICO_POOLS then accept;');
+  line('  reject;');
+  line('}');
+  line();
+  line('# Only routes learned over BGP: never our blackholes (static) or device routes.');
+  line('filter calico_kernel_export {');
+  line('  if source != RTS_BGP then reject;');
+  line('  if net ~ CALICO_POOLS then accept;');
+  line('  reject;');
+  line('}');
+  line();
+  line('protocol device {');
+  line('  scan time 10;');
+  line('}');
+  line();
+  line('# Blocks affine to this node, announced to peers.');
+  line('protocol static calico_blocks {');
+  line('  ipv4;');
+  for (const b of blocks) line(`  route ${b.text} blackhole;`);
+  line('}');
+  line();
+  line('protocol kernel calico_kernel {');
+  line('  scan time 10;');
+  line('  ipv4 {');
+  line('    import none;');
+  line('    export filter calico_kernel_export;');
+  line('  };');
+  line('}');
+  line();
+  line('template bgp calico_peer {');
+  line(`  local ${routerId}${port === 179 ? '' : ` port ${port}`} as ${localAs};`);
+  line('  direct;');
+  line('  connect delay time 1;');
+  line('  connect retry time 5;');
+  line('  error wait time 1,30;');
+  line('  ipv4 {');
+  line('    import filter calico_bgp_import;');
+  line('    export filter calico_bgp_export;');
+  line('  };');
+  line('}');
+
+  const seen = new Set<string>();
+  const ordered = [...sessions].sort((a, b) => ipv4ToInt(a.peerIP, 'peerIP') - ipv4ToInt(b.peerIP, 'peerIP'));
+  for (const s of ordered) {
+    if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(s.protocolName)) {
+      throw new ValidationError('protocolName', `${JSON.stringify(s.protocolName)} is not a BIRD protocol name`);
+    }
+    if (seen.has(s.protocolName)) throw new ValidationError('protocolName', `${s.protocolName} appears twice`);
+    seen.add(s.protocolName);
+    const asn = checkAs(s.asNumber, `peer ${s.peerIP}: asNumber`);
+    const neighborPort = calicoNodeIps.has(s.peerIP) && port !== 179 ? ` port ${port}` : '';
+    line();
+    line(`protocol bgp ${s.protocolName} from calico_peer {`);
+    line(`  description "${s.type}";`);
+    line(`  neighbor ${s.peerIP}${neighborPort} as ${asn};`);
+    if (s.passive) line('  passive on;');
+    if (s.routeReflectorClient) {
+      line('  rr client;');
+      if (clusterId) line(`  rr cluster id ${clusterId};`);
+    }
+    line('}');
+  }
+  line();
+  return out.join('\n');
+}
