@@ -5,7 +5,8 @@ NODE_TEST := node --test --test-reporter=spec
 UNIT_TESTS = $$(find dist/test/unit -name '*.test.js' | sort)
 SYSTEM_TESTS = $$(find dist/test/integration dist/test/kernel dist/test/harness dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
 
-.PHONY: deps build install run stop test test-unit test-system bench clean
+.PHONY: deps build install run stop test test-unit bench clean testbed-up testbed-down testbed-status
+HOSTS ?= 3
 
 deps:
 	@scripts/deps.sh
@@ -34,6 +35,16 @@ test-unit: build
 
 bench: build
 	node dist/bench/docker-run.js
+
+# A multi-host testbed on this machine (network namespaces, a dockerd + calico-ts node per host).
+testbed-up: build
+	node dist/test/helpers/testbed-cli.js up --hosts $(HOSTS)
+
+testbed-status:
+	node dist/test/helpers/testbed-cli.js status
+
+testbed-down:
+	node dist/test/helpers/testbed-cli.js down
 
 clean:
 	rm -rf dist node_modules

@@ -555,6 +555,14 @@ function renderSection(r: Results): string {
   lines.push('| call | count | p50 ms | p95 ms | max ms | ms per container |');
   lines.push('|---|---|---|---|---|---|');
   for (const c of d.calls) lines.push(`| ${c.path} | ${c.count} | ${f2(c.p50)} | ${f2(c.p95)} | ${f2(c.max)} | ${f2(c.total / runs)} |`);
+  const perRun = (path: string): number => (d.calls.find((c) => c.path === path)?.total ?? 0) / runs;
+  const setup = ['/IpamDriver.RequestAddress', '/NetworkDriver.CreateEndpoint', '/NetworkDriver.Join'].map(perRun);
+  const teardown = ['/NetworkDriver.DeleteEndpoint', '/IpamDriver.ReleaseAddress'].map(perRun);
+  lines.push('');
+  lines.push(
+    `Per container, on Docker's critical path: setup (RequestAddress + CreateEndpoint + Join) ${f1(sum(setup))} ms, ` +
+      `teardown (DeleteEndpoint + ReleaseAddress) ${f1(sum(teardown))} ms (means). calico-ts p50 − bridge p50 = ${f1(p50('calico') - p50('bridge'))} ms.`,
+  );
   const reconciles = (d.messages.get('reconciled: no changes') ?? 0) + (d.messages.get('reconciled') ?? 0) + (d.messages.get('reconciled dataplane') ?? 0);
   if (reconciles) {
     lines.push('', `Reconciles run by the node in that window: ${reconciles} (${f1(reconciles / runs)} per container; each one lists links and routes and holds the dataplane lock that Join and DeleteEndpoint also take).`);
@@ -716,7 +724,7 @@ async function main(): Promise<void> {
     printSummary(results);
     log(`wrote ${o.out}`);
   } catch (err) {
-    if (node) process.stderr.write(`--- calico-ts node log (tail) ---\n${node.log().slice(-4000)}\n`);
+    if (node && !interrupted) process.stderr.write(`--- calico-ts node log (tail) ---\n${node.log().slice(-4000)}\n`);
     throw err;
   } finally {
     log('cleaning up');

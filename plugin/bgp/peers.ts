@@ -14,8 +14,8 @@
  *     work with the mesh off: the clients dial the reflectors and the reflectors accept the clients.
  *     Both ends are calico-ts, so the mesh's "lower IPv4 dials" rule applies to these too.
  * - Route reflection: if this node has a routeReflectorClusterId and the peer is a calico-ts node
- *   without one (or with a different one), the peer is our client (`rr client`). Reflectors of the
- *   same cluster peer as ordinary iBGP neighbours.
+ *   in our AS without one (or with a different one), the peer is our client (`rr client`).
+ *   Reflectors of the same cluster peer as ordinary iBGP neighbours; eBGP peers are never clients.
  * - One session per peer IP. Precedence when several sources name the same IP: a node-specific
  *   BGPPeer beats a global BGPPeer, which beats the mesh (explicit configuration overrides the mesh
  *   entry for the same IP); among BGPPeers of the same kind the first by name wins.
@@ -65,8 +65,12 @@ export function computePeerSessions(inputs: BgpInputs, match: SelectorMatcher): 
   const nodeByIp = new Map<string, BgpNode>();
   for (const n of others) if (!nodeByIp.has(n.ipv4)) nodeByIp.set(n.ipv4, n);
 
+  // Route reflection is an iBGP thing: BIRD refuses `rr client` on an eBGP session.
   const isClient = (peer: BgpNode | undefined): boolean =>
-    selfCluster !== '' && peer !== undefined && (peer.routeReflectorClusterId ?? '') !== selfCluster;
+    selfCluster !== '' &&
+    peer !== undefined &&
+    (peer.routeReflectorClusterId ?? '') !== selfCluster &&
+    (peer.asNumber || inputs.config.asNumber) === localAs;
 
   const chosen = new Map<string, PeerSession>();
   const offer = (s: PeerSession): void => {

@@ -25,7 +25,8 @@
  *   re-advertise iBGP routes anyway — BGP's own rule).
  * - one `protocol bgp <name> from calico_peer` per session: `neighbor <ip> [port N] as <asn>`
  *   (port N = listenPort for calico-ts nodes, which all listen there; 179 for external routers),
- *   `passive on` for the side that waits, `rr client` + `rr cluster id` where we reflect.
+ *   `passive on` for the side that waits, `rr client` + `rr cluster id` where we reflect (iBGP
+ *   only: BIRD refuses "Only internal neighbor can be RR client").
  *
  * Only IPv4 is rendered: IPv6 pools and blocks are ignored.
  */
@@ -205,7 +206,7 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
     line(`  description "${s.type}";`);
     line(`  neighbor ${s.peerIP}${neighborPort} as ${asn};`);
     if (s.passive) line('  passive on;');
-    if (s.routeReflectorClient) {
+    if (s.routeReflectorClient && asn === localAs) {
       line('  rr client;');
       if (clusterId) line(`  rr cluster id ${clusterId};`);
     }

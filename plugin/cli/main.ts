@@ -10,6 +10,8 @@ import { createLogger } from '../lib/log.js';
 import { loadConfig } from '../node/config.js';
 import { NodeAgent } from '../node/agent.js';
 import { ipamShow } from './ipam-show.js';
+import { nodeStatus } from './node-status.js';
+import { ExecFileRunner } from '../lib/exec.js';
 import { deleteByName, getResources, parseResourceText, writeResources, type OutputFormat } from './crud.js';
 import { ValidationError } from '../lib/errors.js';
 
@@ -109,6 +111,14 @@ export function buildProgram(): Command {
       const output = opts.output ?? 'table';
       if (!['table', 'wide', 'yaml', 'json'].includes(output)) throw new ValidationError('--output', 'must be yaml, json or wide');
       process.stdout.write((await withStore((s) => getResources(s, kind, names, output as OutputFormat))) + '\n');
+    });
+
+  node
+    .command('status')
+    .description("is the node running, and the state of each BGP session (BIRD's view)")
+    .action(async () => {
+      const runDir = process.env.CALICO_TS_RUN_DIR || '/run/calico-ts';
+      process.stdout.write((await nodeStatus(runDir, new ExecFileRunner())) + '\n');
     });
 
   const ipam = program.command('ipam').description('IP address management');

@@ -20,6 +20,8 @@ import { createLogger, type Logger } from '../lib/log.js';
 import { statusFile, type NodeConfig } from './config.js';
 import { detectIPv4 } from './autodetect.js';
 import { DockerSync } from './docker-sync.js';
+import { BgpAgent } from './bgp-agent.js';
+import { BirdSupervisor } from '../bgp/bird.js';
 import { Reconciler } from './reconciler.js';
 
 export interface NodeAgentDeps {
@@ -37,6 +39,7 @@ export class NodeAgent {
   private server: Server | undefined;
   private gcTimer: NodeJS.Timeout | undefined;
   private readonly networkSync: DebouncedJob;
+  readonly bgp: BgpAgent | undefined;
   private readonly watches: Watch[] = [];
 
   constructor(
@@ -58,6 +61,10 @@ export class NodeAgent {
       graceMs: config.gcGraceMs,
       unboundGraceMs: config.gcUnboundGraceMs,
     });
+    this.bgp =
+      config.networkingBackend === 'bird'
+        ? new BgpAgent(this.store, config.nodeName, config.runDir, new BirdSupervisor({ runDir: config.runDir, log: this.log.child({ component: 'bird' }) }), this.log)
+        : undefined;
     this.networkSync = new DebouncedJob(
       async () => void (await this.dockerSync.syncNetworks()),
       (err) => this.log.debug('network sync failed; will retry', { error: String(err) }),
@@ -95,6 +102,11 @@ export class NodeAgent {
     this.server = await listenOnSocket(app, config.socketPath);
     writeFileSync(statusFile(config), JSON.stringify({ pid: process.pid, node: config.nodeName, socket: config.socketPath, startedAt: new Date().toISOString() }));
     await this.watchPrefixes([keys.clusterNetworks()], () => this.networkSync.kick());
+    if (this.bgp) {
+      const bgp = this.bgp;
+      await bgp.start();
+      await this.watchPrefixes(BgpAgent.WATCHED, () => bgp.kick());
+    }
     this.gcTimer = setInterval(() => void this.collectGarbage(), config.gcIntervalMs);
     this.gcTimer.unref();
     // Docker may still be starting (and waiting on us): collect later, never inline.
@@ -134,6 +146,7 @@ export class NodeAgent {
     clearInterval(this.gcTimer);
     await Promise.all(this.watches.map((w) => w.close().catch(() => undefined)));
     await this.networkSync.stop();
+    await this.bgp?.stop();
     const server = this.server;
     if (server) {
       server.closeAllConnections();

@@ -58,14 +58,9 @@ export async function startCalicoNode(o: CalicoNodeOptions): Promise<CalicoNodeH
     closeSync(fd);
     const c = child;
     exited = new Promise((resolve) => c.once('exit', () => resolve()));
-    await waitFor(
-      () => {
-        if (c.exitCode !== null) throw new Error(`calico-ts node exited: ${readFileSync(logPath, 'utf8').slice(-2000)}`);
-        return existsSync(socketPath) && existsSync(join(o.runDir, 'status.json'));
-      },
-      30_000,
-      'calico-ts node socket',
-    );
+    // An exit ends the wait at once (waitFor would treat a throw as "not yet").
+    await waitFor(() => c.exitCode !== null || (existsSync(socketPath) && existsSync(join(o.runDir, 'status.json'))), 30_000, 'calico-ts node socket');
+    if (c.exitCode !== null) throw new Error(`calico-ts node exited: ${readFileSync(logPath, 'utf8').slice(-2000)}`);
   };
 
   const signalAndWait = async (signal: NodeJS.Signals): Promise<void> => {

@@ -214,28 +214,21 @@ export async function sweepStaleTestbeds(): Promise<string[]> {
 }
 
 /** Lease a free K (exclusive create of leases/<K>.json). */
-async function leaseSubnet(initial: Omit<Lease, 'k'>): Promise<{ k: number; path: string; update(l: Partial<Lease>): Promise<void> }> {
+async function leaseSubnet(initial: Omit<Lease, 'k'>): Promise<{ k: number; path: string }> {
   await mkdir(LEASE_DIR, { recursive: true });
   const span = K_MAX - K_MIN + 1;
   const first = process.pid % span;
   for (let i = 0; i < span; i++) {
     const k = K_MIN + ((first + i) % span);
     const path = join(LEASE_DIR, `${k}.json`);
-    let lease: Lease = { k, ...initial };
+    const lease: Lease = { k, ...initial };
     try {
       await writeFile(path, JSON.stringify(lease), { flag: 'wx' });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
       throw err;
     }
-    return {
-      k,
-      path,
-      update: async (l) => {
-        lease = { ...lease, ...l };
-        await writeFile(path, JSON.stringify(lease));
-      },
-    };
+    return { k, path };
   }
   throw new Error(`no free testbed subnet 10.${K_MIN}-${K_MAX}.0.0/24: ${LEASE_DIR} is full (stale leases of live processes?)`);
 }
@@ -369,7 +362,7 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
   let etcdStarting: Promise<unknown> | undefined;
 
   try {
-    // --- lease a subnet; the lease names everything this testbed may create ---
+    // --- lease a subnet; the lease names our namespaces and directory, for sweepStaleTestbeds() ---
     const lease = await leaseSubnet({ name, ownerPid: process.pid, ownerStart, netns: [fabricNetns, ...hostNetns], dirs: [dir] });
     cleanup.add('lease', () => rm(lease.path, { force: true }));
     const k = lease.k;
@@ -438,8 +431,9 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
 
     // --- per host: dockerd, then (image import || node) ---
     t = performance.now();
+    // Default-style names (dkr-<pid>-<n>): if this process dies, sweepStaleDaemons() removes their
+    // cgroups, mounts and directories (unmounting before removing, which a plain rm would not).
     for (let i = 0; i < names.length; i++) dockerdNames[i] = uniqueName('dkr');
-    await lease.update({ dirs: [dir, ...dockerdNames.flatMap((d) => [`/run/${d}`, `/var/lib/docker-${d}`])] });
     await allSettled(
       'hosts',
       names.map((h, i) => async () => {
