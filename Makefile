@@ -37,7 +37,9 @@ bench: build
 	node dist/bench/docker-run.js
 
 # A multi-host testbed on this machine (network namespaces, a dockerd + calico-ts node per host).
-testbed-up: build
+# Builds only when there is no build yet: a rebuild would delete the code a running testbed uses.
+testbed-up:
+	@[ -f dist/test/helpers/testbed-cli.js ] || $(MAKE) build
 	node dist/test/helpers/testbed-cli.js up --hosts $(HOSTS)
 
 testbed-status:

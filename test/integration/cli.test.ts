@@ -37,6 +37,19 @@ describe('calico-ts CLI against a real etcd', () => {
     assert.match(out, new RegExp(`${ip.replace(/\./g, '\\.')}\\s+host-x\\s+\\S+\\s+endpoint feedface0123`));
   });
 
+  it('node status says clearly when the node is not running', async () => {
+    await assert.rejects(cli(['node', 'status'], { CALICO_TS_RUN_DIR: '/nonexistent/calico-ts' }), (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr, /^error: Calico-ts process is not running/);
+      return true;
+    });
+  });
+
+  it('get nodes -o wide lists registered nodes', async () => {
+    const out = (await cli(['get', 'nodes', '-o', 'wide'])).stdout;
+    assert.match(out, /^NAME\s+ASN\s+IPV4\s+RRCLUSTERID\s+LABELS\n/);
+  });
+
   it('errors are one clear line and exit 1', async () => {
     await assert.rejects(cli(['ipam', 'show'], { ETCD_ENDPOINTS: 'not a url' }), (err: { code: number; stderr: string }) => {
       assert.equal(err.code, 1);

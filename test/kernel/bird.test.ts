@@ -8,6 +8,7 @@
  * Needs root, iproute2 and bird2. Set LOG_LEVEL=debug to see BIRD's own log lines.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -59,8 +60,11 @@ interface KernelRoute {
 class Testbed {
   readonly fabric: string;
   readonly hosts: Host[] = [];
+  /** Supervisors a test replaced (their BIRDs must be stopped too) and processes a test spawned itself. */
+  readonly retired: BirdSupervisor[] = [];
+  readonly pids: number[] = [];
+  readonly dirs: string[] = [];
   private readonly namespaces: string[] = [];
-  private readonly dirs: string[] = [];
 
   constructor(
     private readonly label: string,
@@ -96,6 +100,24 @@ class Testbed {
     return host;
   }
 
+  newSupervisor(h: Host): BirdSupervisor {
+    this.retired.push(h.sup);
+    h.sup = new BirdSupervisor({ runDir: h.dir, netnsPrefix: ['nsenter', `--net=/run/netns/${h.ns}`, '--'], log: log.child({ host: h.name }) });
+    return h.sup;
+  }
+
+  /** Start a BIRD by hand (not supervised), as a crashed node run would have left it. */
+  async spawnBird(ns: string, dir: string): Promise<number> {
+    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'bird', '-f', '-c', `${dir}/bird.conf`, '-s', `${dir}/bird.ctl`, '-P', `${dir}/bird.pid`], {
+      stdio: 'ignore',
+    });
+    const pid = child.pid;
+    assert.ok(pid, 'spawned bird');
+    this.pids.push(pid);
+    await waitFor(() => plain.run(['birdc', '-s', `${dir}/bird.ctl`, 'show', 'status']).then(() => true), 5_000, `hand-started BIRD in ${ns}`);
+    return pid;
+  }
+
   private async addNs(ns: string): Promise<void> {
     await sh(['ip', 'netns', 'add', ns]);
     this.namespaces.push(ns);
@@ -104,7 +126,14 @@ class Testbed {
 
   async destroy(): Promise<void> {
     const errors: unknown[] = [];
-    for (const h of this.hosts) await h.sup.stop().catch((e: unknown) => errors.push(e));
+    for (const sup of [...this.hosts.map((h) => h.sup), ...this.retired]) await sup.stop().catch((e: unknown) => errors.push(e));
+    for (const pid of this.pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     // Belt and braces: a BIRD from one of our run dirs that is still alive is killed.
     for (const h of this.hosts) {
       const pid = Number((await readFile(path.join(h.dir, 'bird.pid'), 'utf8').catch(() => '')).trim());
@@ -288,6 +317,33 @@ describe('a node-to-node mesh of two hosts', { skip }, () => {
     assert.equal(B.sup.pid(), undefined);
     // a withdraws b's block once the session is gone.
     await waitFor(async () => !(await hasRoute(A.ns, BLOCK_B, B.ip)), 5_000, `${BLOCK_B} withdrawn on a`);
+  });
+
+  it('after a node restart: a BIRD left on our pid file + control socket is replaced; a foreign BIRD is never touched', async () => {
+    const good = conf(B, [BLOCK_B]).text;
+    assert.equal(await readFile(B.sup.confPath, 'utf8'), good);
+
+    // A foreign BIRD (another run dir, in the fabric netns) whose pid happens to be in our pid file.
+    const foreignDir = await mkdtemp(path.join(tmpdir(), `ct-bird-${process.pid}-foreign-`));
+    bed.dirs.push(foreignDir);
+    await writeFile(`${foreignDir}/bird.conf`, 'router id 10.77.1.99;\nprotocol device {}\n');
+    const foreign = await bed.spawnBird(bed.fabric, foreignDir);
+    await writeFile(B.sup.pidPath, `${foreign}\n`);
+    const sup2 = bed.newSupervisor(B);
+    assert.equal(await sup2.apply(good), 'started');
+    assert.ok(await isAlive(foreign), 'the foreign BIRD is untouched');
+    await waitFor(() => hasRoute(A.ns, BLOCK_B, B.ip), 10_000, `${BLOCK_B} on a`);
+    await sup2.stop();
+
+    // Our own BIRD, orphaned by a node that died without stop(): same argv, our pid file and socket.
+    const orphan = await bed.spawnBird(B.ns, B.dir);
+    const sup3 = bed.newSupervisor(B);
+    assert.equal(await sup3.apply(good), 'started');
+    assert.equal(await isAlive(orphan), false, 'the orphaned BIRD was replaced');
+    assert.notEqual(sup3.pid(), orphan);
+    assert.equal(Number((await readFile(B.sup.pidPath, 'utf8')).trim()), sup3.pid());
+    await waitFor(() => hasRoute(A.ns, BLOCK_B, B.ip), 10_000, `${BLOCK_B} on a via the new BIRD`);
+    assert.ok(await isAlive(foreign), 'the foreign BIRD is still untouched');
   });
 });
 
