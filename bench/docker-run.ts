@@ -351,6 +351,7 @@ interface Results {
   machine: Machine;
   dockerRun: DockerRunResult;
   handlers: HandlerResult;
+  rssAtStart: Rss;
   rssAfterRuns: Rss;
   rssAfterHandlers: Rss;
   blocks: BuildingBlocks;
@@ -628,7 +629,8 @@ function renderSection(r: Results): string {
   lines.push('| when | VmRSS | of which anonymous (heap) | of which file-backed (binary, libraries) | VmHWM (peak so far) |');
   lines.push('|---|---|---|---|---|');
   const rssRow = (when: string, x: Rss): string => `| ${when} | ${f1(x.rssMb)} MB | ${f1(x.anonMb)} MB | ${f1(x.fileMb)} MB | ${f1(x.hwmMb)} MB |`;
-  lines.push(rssRow('idle, 2 s after the docker runs', r.rssAfterRuns));
+  lines.push(rssRow('idle, after start (net1 created, no container yet)', r.rssAtStart));
+  lines.push(rssRow(`idle, 2 s after the docker runs (${(o.warmup + o.runs)} calico containers)`, r.rssAfterRuns));
   lines.push(rssRow(`idle, 2 s after the handler benchmark (${o.iterations * 2} addresses, ${o.iterations} veths)`, r.rssAfterHandlers));
   lines.push(END);
   return lines.join('\n');
@@ -653,7 +655,7 @@ function printSummary(r: Results): void {
     ...r.handlers.phases.map((ph) => `  ${ph.phase.padEnd(15)} p50 ${f2(pct(ph.ms, 50)).padStart(7)} ms  p99 ${f2(pct(ph.ms, 99)).padStart(7)} ms`),
     `RequestAddress: ${f1(r.handlers.addrPerS)} addresses/s; release ${f1(r.handlers.releasePerS)}/s`,
     `building blocks p50: etcd get ${f2(pct(r.blocks.etcdGet, 50))} ms, put ${f2(pct(r.blocks.etcdPut, 50))} ms, txn ${f2(pct(r.blocks.etcdTxn, 50))} ms; exec ip ${f2(pct(r.blocks.execIp, 50))} ms, sysctl ${f2(pct(r.blocks.execSysctl, 50))} ms, veth add ${f2(pct(r.blocks.vethAdd, 50))} ms, veth del ${f2(pct(r.blocks.vethDel, 50))} ms`,
-    `node RSS: ${f1(r.rssAfterRuns.rssMb)} MB after runs, ${f1(r.rssAfterHandlers.rssMb)} MB after handlers (peak ${f1(r.rssAfterHandlers.hwmMb)} MB)`,
+    `node RSS: ${f1(r.rssAtStart.rssMb)} MB at start, ${f1(r.rssAfterRuns.rssMb)} MB after runs, ${f1(r.rssAfterHandlers.rssMb)} MB after handlers (peak ${f1(r.rssAfterHandlers.hwmMb)} MB)`,
     '',
   ];
   process.stdout.write(out.join('\n'));
@@ -709,6 +711,8 @@ async function main(): Promise<void> {
     // The node learns the network's name asynchronously; let that settle before timing anything.
     await waitFor(() => n.log().includes('"network named"'), 15_000, 'net1 named by the node');
 
+    await sleep(2_000);
+    const rssAtStart = await nodeRss(n);
     const dockerRun = await benchDockerRun(dockerd, n, o);
     await sleep(2_000);
     const rssAfterRuns = await nodeRss(n);
@@ -719,7 +723,7 @@ async function main(): Promise<void> {
     const blocks = await benchBuildingBlocks(dockerd.netns, etcd.endpoint);
 
     machine.loadEnd = loadavg();
-    const results: Results = { options: o, machine, dockerRun, handlers, rssAfterRuns, rssAfterHandlers, blocks, wallS: (performance.now() - started) / 1000 };
+    const results: Results = { options: o, machine, dockerRun, handlers, rssAtStart, rssAfterRuns, rssAfterHandlers, blocks, wallS: (performance.now() - started) / 1000 };
     await writeReport(o.out, renderSection(results));
     printSummary(results);
     log(`wrote ${o.out}`);

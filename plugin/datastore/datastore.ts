@@ -60,16 +60,19 @@ export async function casLoop<T>(
   key: Key<T>,
   compute: (current: KVPair<T> | undefined) => T | undefined,
   attempts = 20,
+  /** A value believed current (e.g. cached from our last write): the first attempt skips the read. */
+  cached?: KVPair<T>,
 ): Promise<KVPair<T> | undefined> {
   for (let i = 0; i < attempts; i++) {
-    const current = await store.get(key);
+    const current = i === 0 && cached ? cached : await store.get(key);
     const next = compute(current);
     if (next === undefined) return current;
     try {
       return current ? await store.update(key, next, current.revision) : await store.create(key, next);
     } catch (err) {
       if (err instanceof UpdateConflictError || err instanceof AlreadyExistsError || err instanceof NotFoundError) {
-        await new Promise((r) => setTimeout(r, Math.random() * 5 * (i + 1)));
+        // A stale cached value is no contention: retry at once with a fresh read.
+        if (i > 0 || !cached) await new Promise((r) => setTimeout(r, Math.random() * 5 * (i + 1)));
         continue;
       }
       throw err;

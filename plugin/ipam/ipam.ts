@@ -14,7 +14,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Mutex } from '../lib/mutex.js';
-import { casLoop, type Datastore } from '../datastore/datastore.js';
+import { casLoop, type Datastore, type KVPair } from '../datastore/datastore.js';
 import { keys, type Allocation, type Block, type IPPool } from '../datastore/model.js';
 import {
   AddressInUseError,
@@ -52,6 +52,7 @@ export const DEFAULT_IPV4_POOL: IPPool = {
 
 export const UNBOUND_PREFIX = 'unbound:';
 const MAX_ATTEMPTS = 20;
+const POOL_CACHE_MS = 1000;
 
 export interface IpamOptions {
   node: string;
@@ -76,6 +77,12 @@ export class Ipam {
   readonly node: string;
   private readonly now: () => number;
   private readonly allocationLock = new Mutex();
+  private poolCache: { at: number; pools: IPPool[] } | undefined;
+  /**
+   * This node's blocks as last read or written (allocation is serialised, so usually current): an
+   * allocation is then one compare-and-swap write. A stale entry just costs one re-read.
+   */
+  private readonly affineBlocks = new Map<string, KVPair<Block>>();
 
   constructor(
     private readonly store: Datastore,
@@ -100,12 +107,19 @@ export class Ipam {
     return (await this.store.list(keys.pools())).items.map((i) => i.value);
   }
 
+  /** Pools for the allocation path: re-read at most once a second (pools change rarely). */
+  private async poolsForAllocation(): Promise<IPPool[]> {
+    const now = this.now();
+    if (!this.poolCache || now - this.poolCache.at > POOL_CACHE_MS) this.poolCache = { at: now, pools: await this.listPools() };
+    return this.poolCache.pools;
+  }
+
   /**
    * The range a Docker network allocates from: `subnet` when given (it must lie inside an enabled pool),
    * else the first enabled pool of the family.
    */
   async resolveRange(subnet: string | undefined, family: Family): Promise<{ range: Cidr; pool: IPPool }> {
-    const pools = (await this.listPools()).filter((p) => !p.disabled && parseCidr(p.cidr).family === family);
+    const pools = (await this.poolsForAllocation()).filter((p) => !p.disabled && parseCidr(p.cidr).family === family);
     if (!subnet) {
       const pool = pools.sort((a, b) => (a.name < b.name ? -1 : 1))[0];
       if (!pool) {
@@ -275,22 +289,36 @@ export class Ipam {
   }
 
   private async assignFromAffineBlocks(range: Cidr, owner: Allocation): Promise<string | undefined> {
-    const affinities = await this.store.list(keys.affinities(this.node));
-    for (const { value: aff } of affinities.items) {
-      const cidr = parseCidr(aff.cidr);
-      if (!cidrsOverlap(cidr, range)) continue;
+    const fromCache = await this.tryBlocks([...this.affineBlocks.keys()], range, owner);
+    if (fromCache) return fromCache;
+    // The cache may miss blocks (first call, a restart, a block claimed by --ip): ask the index.
+    const listed = (await this.store.list(keys.affinities(this.node))).items.map((i) => i.value.cidr);
+    return this.tryBlocks(listed.filter((c) => !this.affineBlocks.has(c)), range, owner);
+  }
+
+  private async tryBlocks(cidrs: string[], range: Cidr, owner: Allocation): Promise<string | undefined> {
+    for (const cidrText of cidrs) {
+      if (!cidrsOverlap(parseCidr(cidrText), range)) continue;
       let stale = false;
       const slot = { ordinal: -1 };
-      const written = await casLoop(this.store, keys.block(aff.cidr), (current) => {
-        stale = !current || current.value.affinity !== `host:${this.node}`;
-        slot.ordinal = -1;
-        if (!current || stale) return undefined;
-        return this.withAllocation(current.value, range, owner, slot);
-      });
+      const written = await casLoop(
+        this.store,
+        keys.block(cidrText),
+        (current) => {
+          stale = !current || current.value.affinity !== `host:${this.node}`;
+          slot.ordinal = -1;
+          if (!current || stale) return undefined;
+          return this.withAllocation(current.value, range, owner, slot);
+        },
+        MAX_ATTEMPTS,
+        this.affineBlocks.get(cidrText),
+      );
       if (stale) {
-        await this.store.delete(keys.affinity(this.node, aff.cidr)).catch(() => undefined);
+        this.affineBlocks.delete(cidrText);
+        await this.store.delete(keys.affinity(this.node, cidrText)).catch(() => undefined);
         continue;
       }
+      if (written) this.affineBlocks.set(cidrText, written);
       const address = written && this.addressAt(written.value, slot);
       if (address) return address;
     }
@@ -310,7 +338,7 @@ export class Ipam {
       const block = this.withAllocation(newBlock(cidr, this.node), range, owner, slot);
       if (!block) continue;
       try {
-        await this.store.create(keys.block(text), block);
+        this.affineBlocks.set(text, await this.store.create(keys.block(text), block));
       } catch (err) {
         if (err instanceof AlreadyExistsError) return 'retry';
         throw err;

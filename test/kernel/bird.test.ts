@@ -17,6 +17,7 @@ import { BirdConfigError, BirdNotRunningError, BirdSupervisor } from '../../plug
 import { computePeerSessions } from '../../plugin/bgp/peers.js';
 import { renderBirdConfig } from '../../plugin/bgp/render.js';
 import { DEFAULT_BGP_CONFIG, type BgpConfig, type BgpInputs, type BgpNode, type BgpPeerSpec, type SelectorMatcher } from '../../plugin/bgp/types.js';
+import { CommandFailedError } from '../../plugin/lib/errors.js';
 import { ExecFileRunner } from '../../plugin/lib/exec.js';
 import { createLogger } from '../../plugin/lib/log.js';
 import { isAlive, waitFor } from '../helpers/proc.js';
@@ -200,6 +201,42 @@ describe('rendered configurations pass `bird -p`', { skip }, () => {
       await writeFile(file, text);
       await assert.doesNotReject(plain.run(['bird', '-p', '-c', file]), `variant ${name}:\n${text}`);
     }
+  });
+});
+
+describe('supervision of a BIRD that cannot stay up', { skip }, () => {
+  let dir = '';
+  let sup: BirdSupervisor | undefined;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), `ct-bird-fake-${process.pid}-`));
+  });
+  after(async () => {
+    await sup?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('start failures surface BIRD\'s stderr; restarts back off exponentially; stop() ends them', async () => {
+    // A stand-in for bird: `-p` accepts anything, `-f` logs the time and dies at once.
+    const fake = path.join(dir, 'fake-bird');
+    const starts = path.join(dir, 'starts');
+    await writeFile(fake, `#!/bin/sh\ncase "$1" in -p) exit 0;; esac\ndate +%s%N >> ${starts}\necho "bird: cannot start (fake)" >&2\nexit 3\n`, { mode: 0o755 });
+    sup = new BirdSupervisor({ runDir: path.join(dir, 'run'), birdBinary: fake, restartDelayMs: 100, log });
+    await assert.rejects(sup.apply('router id 10.0.0.1;\n'), (e: unknown) => {
+      assert.ok(e instanceof CommandFailedError, String(e));
+      assert.equal(e.exitCode, 3);
+      assert.match(e.message, /cannot start \(fake\)/);
+      return true;
+    });
+    await waitFor(() => sup?.restartCount === 4, 3_000, 'four restarts');
+    await sup.stop();
+    const count = sup.restartCount;
+    const times = (await readFile(starts, 'utf8')).trim().split('\n').map((t) => Number(BigInt(t) / 1_000_000n));
+    const gaps = times.slice(1).map((t, i) => t - (times[i] ?? t));
+    // 100, 200, 400, 800 ms (+ process start time): each wait about twice the previous one.
+    for (let i = 1; i < gaps.length; i++) assert.ok((gaps[i] ?? 0) > (gaps[i - 1] ?? 0) * 1.5, `gaps ${gaps.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(sup.restartCount, count, 'no restart after stop()');
+    assert.equal(sup.pid(), undefined);
   });
 });
 
