@@ -60,19 +60,62 @@ export interface Network {
   createdAt: number;
 }
 
-export interface RuleSpec {
-  action: 'Allow' | 'Deny' | 'Log' | 'Pass';
-  protocol?: string | number;
-  source?: { selector?: string; nets?: string[]; ports?: (number | string)[] };
-  destination?: { selector?: string; nets?: string[]; ports?: (number | string)[] };
+/** The `source` / `destination` of a projectcalico.org/v3 rule. */
+export interface EntityRule {
+  nets?: string[];
+  notNets?: string[];
+  selector?: string;
+  notSelector?: string;
+  /** Numbers or "from:to" ranges (named ports are not supported). */
+  ports?: (number | string)[];
+  notPorts?: (number | string)[];
 }
 
-/** projectcalico.org/v3 Profile. One per network, named after it (enforced by the policy layer). */
+export interface IcmpMatch {
+  type?: number;
+  code?: number;
+}
+
+export type RuleAction = 'Allow' | 'Deny' | 'Log' | 'Pass';
+
+/** A projectcalico.org/v3 rule. */
+export interface Rule {
+  action: RuleAction;
+  ipVersion?: 4 | 6;
+  /** TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite, or a number 1-255. */
+  protocol?: string | number;
+  notProtocol?: string | number;
+  icmp?: IcmpMatch;
+  notICMP?: IcmpMatch;
+  source?: EntityRule;
+  destination?: EntityRule;
+}
+
+/** Kept for older records: the rule type profiles were first written with. */
+export type RuleSpec = Rule;
+
+/** projectcalico.org/v3 Profile. One per network, named after it. */
 export interface Profile {
   name: string;
-  ingress: RuleSpec[];
-  egress: RuleSpec[];
+  ingress: Rule[];
+  egress: Rule[];
   labelsToApply: Record<string, string>;
+}
+
+export type PolicyType = 'Ingress' | 'Egress';
+
+/** projectcalico.org/v3 GlobalNetworkPolicy, or NetworkPolicy when `namespace` is set. */
+export interface Policy {
+  kind: 'GlobalNetworkPolicy' | 'NetworkPolicy';
+  name: string;
+  /** NetworkPolicy only; workload endpoints of calico-ts live in namespace "default". */
+  namespace?: string;
+  /** Lower first; policies without an order come last. */
+  order?: number;
+  selector: string;
+  types: PolicyType[];
+  ingress: Rule[];
+  egress: Rule[];
 }
 
 export interface NodeRecord {
@@ -168,6 +211,10 @@ export const keys = {
   network: (id: string) => key<Network>(`${ROOT}/networks/${seg(id)}`),
   networks: () => prefix<Network>(`${ROOT}/networks`),
   profile: (name: string) => key<Profile>(`${ROOT}/profiles/${seg(name)}`),
+  globalNetworkPolicy: (name: string) => key<Policy>(`${ROOT}/globalnetworkpolicies/${seg(name)}`),
+  globalNetworkPolicies: () => prefix<Policy>(`${ROOT}/globalnetworkpolicies`),
+  networkPolicy: (namespace: string, name: string) => key<Policy>(`${ROOT}/networkpolicies/${seg(namespace)}/${seg(name)}`),
+  networkPolicies: () => prefix<Policy>(`${ROOT}/networkpolicies`),
   profiles: () => prefix<Profile>(`${ROOT}/profiles`),
   node: (name: string) => key<NodeRecord>(`${ROOT}/nodes/${seg(name)}`),
   bgpConfiguration: (name: string) => key<BgpConfiguration>(`${ROOT}/bgpconfigurations/${seg(name)}`),
