@@ -42,7 +42,7 @@ Reproduce with \`make bench\` (builds, then runs \`node dist/bench/docker-run.js
 \`--runs N\` (default 30), \`--warmup N\` (3), \`--iterations N\` (200), \`--out FILE\` (BENCHMARKS.md)).
 Needs root, dockerd, etcd and /bin/busybox (\`make deps\`). Everything runs in namespaces the bench creates
 (its own dockerd, etcd and \`calico-ts node run\`) and is removed afterwards. Every ratio compares against
-a baseline taken on the same daemon in the same run. Targets: /work/shared/DESIGN.md ("Targets").
+a baseline taken on the same daemon in the same run. Targets are those of the design (DESIGN.md, "Targets").
 `;
 
 const TARGET_RATIO = 1.15;

@@ -35,6 +35,8 @@ export interface NetworkDriverDeps {
   defaultMtu: number;
   /** Called after CreateNetwork has answered, to learn the network's name without blocking Docker. */
   onNetworkCreated?: (networkId: string) => void;
+  /** Called after Join, to learn the endpoint's container and labels without blocking Docker. */
+  onEndpointJoined?: (networkId: string, endpointId: string) => void;
 }
 
 /** `-o` options we understand; any other is logged and ignored (Docker adds its own freely). */
@@ -159,7 +161,11 @@ export class NetworkDriver {
     const endpointId = readId(body, 'EndpointID');
     // Record first: a reconcile running in between must not recreate the veth.
     await this.deps.store.delete(keys.endpoint(this.deps.node, endpointId)).catch(ignoreNotFound);
-    await this.deps.dataplane.removeEndpoint(hostVethName(endpointId));
+    // Deleting a veth costs the kernel ~20 ms; Docker need not wait for it. If this fails, the
+    // reconciler removes the veth (it is ours and no endpoint wants it).
+    this.deps.dataplane.removeEndpoint(hostVethName(endpointId)).catch((err: unknown) =>
+      this.deps.log.warn('veth removal failed; the reconciler will retry', { endpoint: endpointId, error: String(err) }),
+    );
     return {};
   }
 
@@ -174,6 +180,7 @@ export class NetworkDriver {
       ipNetworks: ep.ipNetworks,
       mtu: ep.mtu,
     });
+    this.deps.onEndpointJoined?.(ep.networkId, endpointId);
     return {
       InterfaceName: { SrcName: peerName, DstPrefix: 'eth' },
       Gateway: GATEWAY_V4,

@@ -4,18 +4,22 @@
  * becomes a stored value (with field-level validation) and back, and its table columns. The verbs are
  * written once, over this registry.
  */
+import type { Datastore } from '../datastore/datastore.js';
 import type { Key, KeyPrefix } from '../datastore/model.js';
 import { keys, type BgpConfiguration, type BgpPeer, type EncapMode, type IPPool, type NodeRecord } from '../datastore/model.js';
 import { parseAddress, parseCidr } from '../ipam/cidr.js';
 import { parseSelector } from '../calc/selector.js';
 import { ValidationError } from '../lib/errors.js';
+// A cycle (resources-policy.ts reads the field readers below): safe because nothing here uses its
+// exports while modules load, only inside functions (see resourceKinds()).
+import { globalNetworkPolicyKind, networkPolicyKind, profileKind, workloadEndpointKind } from './resources-policy.js';
 
 export const API_VERSION = 'projectcalico.org/v3';
 
 export interface ResourceDoc {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; labels?: Record<string, string>; [k: string]: unknown };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; [k: string]: unknown };
   spec: Record<string, unknown>;
 }
 
@@ -23,8 +27,12 @@ export interface ResourceKind<T> {
   kind: string;
   /** Lower-case names accepted on the command line: singular, plural, short. */
   names: string[];
-  key(name: string): Key<T>;
+  /** `namespace` is given (default "default") for namespaced kinds only. */
+  key(name: string, namespace?: string): Key<T>;
   prefix(): KeyPrefix<T>;
+  /** Namespaced kinds (NetworkPolicy): metadata.namespace, default "default". */
+  namespaced?: boolean;
+  namespace?(value: T): string;
   /** Validates a document (`at` = its position for messages) and builds the stored value. */
   fromDoc(doc: ResourceDoc, at: string, existing: T | undefined): T;
   toDoc(value: T): ResourceDoc;
@@ -34,27 +42,38 @@ export interface ResourceKind<T> {
   row(value: T, wide: boolean): string[];
   /** Users may not create or delete these (e.g. nodes register themselves). */
   readOnlyCreate?: boolean;
+  /** Read-only kinds (WorkloadEndpoint): why apply/create/replace/delete refuse them. */
+  readOnly?: string;
+  /**
+   * Kinds whose key cannot be built from a command-line name (endpoints are keyed by node): `get`
+   * lists the prefix and keeps the values this accepts.
+   */
+  matchName?(value: T, name: string): boolean;
+  /** A name syntax other than the default lower-case DNS form, with a hint for the message. */
+  namePattern?: { re: RegExp; hint: string };
+  /** Kinds `get --selector` can filter: the labels a selector sees for each value. */
+  selectorLabels?(store: Datastore): Promise<(value: T) => Record<string, string>>;
 }
 
 // --- field readers: every failure names the field ----------------------------------------------------
 
-type Spec = Record<string, unknown>;
+export type Spec = Record<string, unknown>;
 
-function optString(spec: Spec, field: string, at: string): string | undefined {
+export function optString(spec: Spec, field: string, at: string): string | undefined {
   const v = spec[field];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'string') throw new ValidationError(`${at}.${field}`, 'must be a string');
   return v;
 }
 
-function optBool(spec: Spec, field: string, at: string): boolean | undefined {
+export function optBool(spec: Spec, field: string, at: string): boolean | undefined {
   const v = spec[field];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'boolean') throw new ValidationError(`${at}.${field}`, 'must be true or false');
   return v;
 }
 
-function optInt(spec: Spec, field: string, at: string, min: number, max: number): number | undefined {
+export function optInt(spec: Spec, field: string, at: string, min: number, max: number): number | undefined {
   const v = spec[field];
   if (v === undefined || v === null) return undefined;
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
@@ -64,7 +83,7 @@ function optInt(spec: Spec, field: string, at: string, min: number, max: number)
   return n;
 }
 
-function optSelector(spec: Spec, field: string, at: string): string | undefined {
+export function optSelector(spec: Spec, field: string, at: string): string | undefined {
   const s = optString(spec, field, at);
   if (s === undefined) return undefined;
   try {
@@ -74,7 +93,7 @@ function optSelector(spec: Spec, field: string, at: string): string | undefined 
   }
 }
 
-function onlyFields(spec: Spec, allowed: string[], at: string): void {
+export function onlyFields(spec: Spec, allowed: string[], at: string): void {
   for (const k of Object.keys(spec)) {
     if (!allowed.includes(k)) throw new ValidationError(`${at}.${k}`, `unknown field (allowed: ${allowed.join(', ')})`);
   }
@@ -227,6 +246,7 @@ export const nodeKind: ResourceKind<NodeRecord> = {
   key: keys.node,
   prefix: keys.nodes,
   readOnlyCreate: true,
+  selectorLabels: async () => (n) => n.labels,
   fromDoc(doc, at, existing) {
     if (!existing) throw new ValidationError(`${at}.metadata.name`, `node ${JSON.stringify(doc.metadata.name)} is not registered; nodes register themselves with calico-ts node run`);
     const bgp = (doc.spec.bgp ?? {}) as Spec;
@@ -279,9 +299,24 @@ export function validLabels(labels: unknown, at: string): Record<string, string>
   return out;
 }
 
-export const RESOURCE_KINDS: ResourceKind<never>[] = [ipPoolKind, bgpPeerKind, bgpConfigurationKind, nodeKind] as unknown as ResourceKind<never>[];
+let registry: ResourceKind<unknown>[] | undefined;
+
+/** Every kind the CLI knows, in the order messages list them. Built on first use (see the import note). */
+export function resourceKinds(): readonly ResourceKind<unknown>[] {
+  registry ??= [
+    ipPoolKind,
+    profileKind,
+    globalNetworkPolicyKind,
+    networkPolicyKind,
+    bgpPeerKind,
+    bgpConfigurationKind,
+    nodeKind,
+    workloadEndpointKind,
+  ] as unknown as ResourceKind<unknown>[];
+  return registry;
+}
 
 export function kindByName(name: string): ResourceKind<unknown> | undefined {
   const lower = name.toLowerCase();
-  return (RESOURCE_KINDS as unknown as ResourceKind<unknown>[]).find((k) => k.kind.toLowerCase() === lower || k.names.includes(lower));
+  return resourceKinds().find((k) => k.kind.toLowerCase() === lower || k.names.includes(lower));
 }

@@ -97,6 +97,7 @@ export class NodeAgent {
       log: this.log,
       defaultMtu: config.defaultMtu,
       onNetworkCreated: (id) => this.dockerSync.resolveNameSoon(id),
+      onEndpointJoined: (networkId, endpointId) => this.dockerSync.resolveEndpointSoon(networkId, endpointId),
     });
     const app = createApp({ network, ipam: new IpamDriver(this.ipam), log: this.log });
     this.server = await listenOnSocket(app, config.socketPath);

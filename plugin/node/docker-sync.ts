@@ -20,6 +20,17 @@ import type { Logger } from '../lib/log.js';
 /** The label every endpoint of a network carries (from its profile), so same-network traffic can be allowed. */
 export const NETWORK_LABEL = 'calico-ts/network';
 
+export const DOCKER_LABEL_PREFIX = 'org.projectcalico.label.';
+
+/** Docker labels `org.projectcalico.label.<key>=<value>` → endpoint labels `<key>=<value>`. */
+export function labelsFromDocker(dockerLabels: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(dockerLabels).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (k.startsWith(DOCKER_LABEL_PREFIX) && k.length > DOCKER_LABEL_PREFIX.length) out[k.slice(DOCKER_LABEL_PREFIX.length)] = v;
+  }
+  return out;
+}
+
 export function networkProfile(name: string): Profile {
   return {
     name,
@@ -94,6 +105,35 @@ export class DockerSync {
    * Records the network's name, creates its profile, puts its endpoints in that profile, and publishes
    * it by name so every other host creates it too.
    */
+  /**
+   * After Join has answered: find the endpoint's container and copy its `org.projectcalico.label.*`
+   * Docker labels onto the workload endpoint (policy selectors match them).
+   */
+  resolveEndpointSoon(networkId: string, endpointId: string, attempts = 50, delayMs = 100): void {
+    const attempt = async (left: number): Promise<void> => {
+      try {
+        const info = (await this.docker.getNetwork(networkId).inspect()) as DockerNetworkInfo;
+        const containerId = Object.entries(info.Containers ?? {}).find(([, c]) => c.EndpointID === endpointId)?.[0];
+        if (!containerId) throw new Error('endpoint not listed yet');
+        await this.recordContainer(endpointId, containerId);
+      } catch (err) {
+        if (left > 1) setTimeout(() => void attempt(left - 1), delayMs).unref();
+        else this.o.log.debug('could not learn the container of an endpoint', { endpoint: endpointId, error: String(err) });
+      }
+    };
+    setTimeout(() => void attempt(attempts), delayMs).unref();
+  }
+
+  async recordContainer(endpointId: string, containerId: string): Promise<void> {
+    const container = (await this.docker.getContainer(containerId).inspect()) as { Config?: { Labels?: Record<string, string> | null } };
+    const labels = labelsFromDocker(container.Config?.Labels ?? {});
+    await casLoop(this.o.store, keys.endpoint(this.o.node, endpointId), (cur) =>
+      cur && (cur.value.containerId !== containerId || JSON.stringify(cur.value.labels) !== JSON.stringify(labels))
+        ? { ...cur.value, containerId, labels }
+        : undefined,
+    );
+  }
+
   async recordName(networkId: string, info: DockerNetworkInfo): Promise<void> {
     const name = info.Name;
     const written = await casLoop(this.o.store, keys.network(networkId), (cur) =>
@@ -198,10 +238,8 @@ export class DockerSync {
     for (const { value: ep } of endpoints) {
       if (live.has(ep.endpointId)) {
         known.add(ep.endpointId);
-        const containerId = liveContainers.get(ep.endpointId) ?? null;
-        if (ep.containerId !== containerId) {
-          await casLoop(this.o.store, keys.endpoint(this.o.node, ep.endpointId), (cur) => (cur ? { ...cur.value, containerId } : undefined));
-        }
+        const containerId = liveContainers.get(ep.endpointId);
+        if (containerId && ep.containerId !== containerId) await this.recordContainer(ep.endpointId, containerId);
         continue;
       }
       if (now - ep.createdAt < this.graceMs) {

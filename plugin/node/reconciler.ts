@@ -10,6 +10,8 @@ import type { Dataplane, DesiredEndpoint, ReconcileReport } from '../dataplane/t
 import type { Logger } from '../lib/log.js';
 import { Mutex } from '../lib/mutex.js';
 
+const WATCH_DEBOUNCE_MS = 1000;
+
 export class Reconciler {
   private readonly lock = new Mutex();
   private timer: NodeJS.Timeout | undefined;
@@ -62,7 +64,10 @@ export class Reconciler {
     const revision = (await this.store.list(keys.endpoints(this.node))).revision + 1;
     for (const prefix of [keys.endpoints(this.node), keys.blocks()] as { path: string }[]) {
       this.watches.push(
-        await this.store.watch(prefix, revision, () => this.kick(), (err) => this.recordError(err)),
+        // Not at once: the plugin's own writes (CreateEndpoint, then Join a few ms later) trigger these
+        // events, and Join plumbs its veth itself. Waiting lets a burst of container starts settle
+        // into one reconcile instead of racing each Join for the lock.
+        await this.store.watch(prefix, revision, () => this.kick(WATCH_DEBOUNCE_MS), (err) => this.recordError(err)),
       );
     }
     this.timer = setInterval(() => this.kick(0), intervalMs);

@@ -85,7 +85,7 @@ for (const iptables of [false, true]) {
     });
 
     it('two containers on net1 reach each other, and their host', async () => {
-      await docker('run', '-d', '--net', 'net1', '--name', 'c1', 'local/busybox', 'sleep', '600');
+      await docker('run', '-d', '--net', 'net1', '--name', 'c1', '--label', 'org.projectcalico.label.role=db', '--label', 'other=x', 'local/busybox', 'sleep', '600');
       await docker('run', '-d', '--net', 'net1', '--name', 'c2', 'local/busybox', 'sleep', '600');
       const [ip1, ip2] = [await ipOf('c1'), await ipOf('c2')];
       assert.match(ip1, /^192\.168\./);
@@ -102,6 +102,14 @@ for (const iptables of [false, true]) {
       await docker('run', '--rm', '--net', 'net1', 'local/busybox', 'ping', '-c1', '-W2', ip1);
     });
 
+    it("the endpoint gets the container's org.projectcalico.label.* labels and the network's profile", async () => {
+      const id = await docker('inspect', '-f', '{{.Id}}', 'c1');
+      await waitFor(async () => {
+        const wep = Object.values(await dump()).find((v) => (v as { containerId?: string }).containerId === id) as { labels: Record<string, string>; profiles: string[] } | undefined;
+        return wep && JSON.stringify(wep.labels) === '{"role":"db"}' && JSON.stringify(wep.profiles) === '["net1"]';
+      }, 10_000, 'c1 endpoint labels');
+    });
+
     it('docker rm frees the address and removes the veth and the route', async () => {
       const ip2 = await ipOf('c2');
       const links = (await ns(['ip', '-o', 'link', 'show'])).stdout;
@@ -109,8 +117,7 @@ for (const iptables of [false, true]) {
       assert.equal(cali.length, 2, links);
       await docker('rm', '-f', 'c2');
       await waitFor(async () => !(await ns(['ip', 'route', 'show', `${ip2}/32`])).stdout.trim(), 5_000, 'route gone');
-      const after = (await ns(['ip', '-o', 'link', 'show'])).stdout;
-      assert.equal([...after.matchAll(/\d+: (cali[0-9a-f]{11})[@:]/g)].length, 1, after);
+      await waitFor(async () => [...(await ns(['ip', '-o', 'link', 'show'])).stdout.matchAll(/\d+: (cali[0-9a-f]{11})[@:]/g)].length === 1, 5_000, 'veth of c2 gone');
       const blocks = Object.entries(await dump()).filter(([k]) => k.includes('/ipam/blocks/'));
       const used = blocks.flatMap(([, v]) => (v as { allocations: unknown[] }).allocations.filter(Boolean));
       assert.equal(used.length, 1, 'only c1 holds an address');
@@ -207,7 +214,8 @@ for (const iptables of [false, true]) {
       assert.deepEqual([...new Set(keys)].sort(), ['ippools', 'nodes']);
       const links = (await ns(['ip', '-o', 'link', 'show'])).stdout;
       assert.doesNotMatch(links, /cali[0-9a-f]/);
-      assert.equal((await ns(['ip', 'route', 'show', 'proto', '80'])).stdout.replace(/.*169\.254\.1\.1.*\n?/, '').trim(), '');
+      // Blackholes of released blocks go with the next reconcile (debounced).
+      await waitFor(async () => (await ns(['ip', 'route', 'show', 'proto', '80'])).stdout.replace(/.*169\.254\.1\.1.*\n?/, '').trim() === '', 5_000, 'no routes of ours left');
     });
   });
 }

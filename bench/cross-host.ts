@@ -1,0 +1,881 @@
+/**
+ * Benchmark: calico-ts across hosts, on a two-host testbed (test/helpers/testbed.ts: two network-namespace
+ * "hosts" on one fabric bridge, each with its own dockerd and a real `calico-ts node run`, one etcd).
+ *
+ *   node dist/bench/cross-host.js [--runs 3] [--seconds 10] [--containers 20] [--out BENCHMARKS.md]
+ *
+ * 1. TCP throughput (iperf3) from a container on host1 to a container on host2 through calico-ts, against
+ *    two baselines measured on the same testbed in the same run, interleaved per run (calico, hand-built,
+ *    host→host, calico, ...) so that drift hits all three alike:
+ *    - hand-built: Calico's dataplane made by hand with `ip`: in each host netns a veth pair into a fresh
+ *      "container" netns, a /32 (172.31.<i>.2, outside the calico pools) on its eth0, default route via
+ *      169.254.1.1, proxy ARP on the host end, `<ip>/32 dev <veth>` on its host and `<ip>/32 via <host ip>`
+ *      on the other host;
+ *    - host→host: between the two hosts' eth0 addresses.
+ *    iperf3 is the host's binary, run in the container's network namespace (`nsenter --net=/proc/<pid>/ns/net`),
+ *    which is the container's network path exactly (local/busybox has no iperf3).
+ * 2. Reachability: `--containers` containers started one after another on host1; for each, the time from
+ *    `docker run -d` returning to the first echo reply seen by a pinger container on host2 (host ping in the
+ *    pinger's netns, `ping -D -i 0.01`: the reply's kernel timestamp). The first container on host1 also
+ *    gets host1's first block, so its time includes BGP propagation; it is reported apart.
+ * 3. The two throughput paths compared attribute by attribute (ip -d link, per-device and per-netns
+ *    sysctls, qdiscs, routes), so that a gap between calico and hand-built can be explained.
+ *
+ * Everything lives in namespaces this process creates; all of it (testbed, hand-built namespaces, iperf3 and
+ * ping processes, by pid) is removed at the end, on failure and on SIGINT/SIGTERM/SIGHUP. The results
+ * replace the section between this script's markers in the output file (read-modify-write at the end;
+ * other sections are kept as they are).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { release } from 'node:os';
+import { parseArgs } from 'node:util';
+import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
+import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
+
+const BEGIN = '<!-- bench/cross-host.ts: begin (generated, do not edit by hand) -->';
+const END = '<!-- bench/cross-host.ts: end -->';
+const HEADER = `# calico-ts benchmarks
+
+Targets: /work/shared/DESIGN.md ("Targets"). Every ratio compares against a baseline taken in the same run.
+`;
+
+const TARGET_RATIO_HAND = 0.97;
+const TARGET_REACH_P99_MS = 1000;
+const IMAGE = 'local/busybox';
+const NET = 'net1';
+const HAND_MAC = 'ee:ee:ee:ee:ee:ee';
+const GATEWAY = '169.254.1.1';
+const PORT = { calico: 5201, hand: 5202, host: 5203 } as const;
+
+// ---- small statistics -------------------------------------------------------------------------
+
+/** Nearest-rank percentile (p in 0..100) of an unsorted sample. */
+function pct(sample: readonly number[], p: number): number {
+  if (sample.length === 0) return NaN;
+  const s = [...sample].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
+  return s[Math.min(rank, s.length) - 1] ?? NaN;
+}
+/** Median (mean of the two middle values for an even count). */
+function median(sample: readonly number[]): number {
+  if (sample.length === 0) return NaN;
+  const s = [...sample].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
+}
+const f0 = (n: number): string => (Number.isFinite(n) ? n.toFixed(0) : 'n/a');
+const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
+const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+const f3 = (n: number): string => (Number.isFinite(n) ? n.toFixed(3) : 'n/a');
+
+function log(msg: string): void {
+  process.stderr.write(`[cross-host ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+// ---- processes we start and must kill by pid ---------------------------------------------------
+
+const children = new Set<ChildProcess>();
+
+function spawnTracked(argv: readonly string[]): ChildProcess {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new Error('spawnTracked: empty argv');
+  const c = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(c);
+  c.once('exit', () => children.delete(c));
+  c.once('error', () => children.delete(c));
+  return c;
+}
+
+const running = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
+
+async function stopChild(c: ChildProcess): Promise<void> {
+  if (!running(c) || c.pid === undefined) return;
+  const exited = new Promise<void>((r) => c.once('exit', () => r()));
+  c.kill('SIGTERM');
+  const t = setTimeout(() => running(c) && c.kill('SIGKILL'), 2000);
+  await exited;
+  clearTimeout(t);
+}
+
+/** Every iperf3 / ping still running (by pid: they are our own children). */
+async function stopAllChildren(): Promise<void> {
+  await Promise.all([...children].map((c) => stopChild(c)));
+}
+
+interface Exit {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run argv as a tracked child; resolves with its exit code and output (never rejects on exit status). */
+function runTracked(argv: readonly string[], timeoutMs: number): Promise<Exit> {
+  return new Promise((resolve, reject) => {
+    const c = spawnTracked(argv);
+    let stdout = '';
+    let stderr = '';
+    c.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    c.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    c.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** argv run inside the network namespace at nsPath (/run/netns/X or /proc/<pid>/ns/net). */
+const inNs = (nsPath: string, argv: readonly string[]): string[] => ['nsenter', `--net=${nsPath}`, '--', ...argv];
+
+// ---- docker API (faster than the CLI for inspect: it sits inside the reachability timing) -----
+
+function dockerGet(socketPath: string, path: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, method: 'GET' }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        if (res.statusCode !== 200) reject(new Error(`GET ${path}: HTTP ${res.statusCode ?? '?'}: ${text.slice(0, 200)}`));
+        else {
+          try {
+            resolve(JSON.parse(text));
+          } catch (err) {
+            reject(err as Error);
+          }
+        }
+      });
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error(`GET ${path}: no answer in 10 s`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+interface ContainerInfo {
+  id: string;
+  ip: string;
+  pid: number;
+  /** /proc/<pid>/ns/net */
+  ns: string;
+}
+
+async function inspect(host: TestbedHost, id: string): Promise<ContainerInfo> {
+  const j = (await dockerGet(host.dockerd.socketPath, `/containers/${id}/json`)) as {
+    Id: string;
+    State: { Pid: number };
+    NetworkSettings: { Networks: Record<string, { IPAddress?: string }> };
+  };
+  const ip = j.NetworkSettings.Networks[NET]?.IPAddress ?? '';
+  if (!ip || !j.State.Pid) throw new Error(`container ${id} on ${host.name}: no ${NET} address or pid`);
+  return { id: j.Id, ip, pid: j.State.Pid, ns: `/proc/${j.State.Pid}/ns/net` };
+}
+
+async function runContainer(host: TestbedHost, name: string): Promise<ContainerInfo> {
+  const id = await host.docker('run', '-d', '--net', NET, '--name', name, IMAGE, 'sleep', '3600');
+  return inspect(host, id);
+}
+
+// ---- iperf3 --------------------------------------------------------------------------------------
+
+type Variant = 'calico' | 'hand' | 'host';
+const VARIANTS: readonly Variant[] = ['calico', 'hand', 'host'];
+const LABEL: Record<Variant, string> = { calico: 'calico-ts', hand: 'hand-built', host: 'host→host' };
+
+interface Endpoints {
+  /** Client netns path, server netns path, server address. */
+  clientNs: string;
+  serverNs: string;
+  serverIp: string;
+  port: number;
+}
+
+interface IperfResult {
+  gbps: number;
+  retransmits: number;
+  cpuSender: number;
+  cpuReceiver: number;
+}
+
+async function startIperfServer(e: Endpoints): Promise<ChildProcess> {
+  const c = spawnTracked(inNs(e.serverNs, ['iperf3', '-s', '-p', String(e.port)]));
+  c.stdout?.resume();
+  c.stderr?.resume();
+  await waitFor(
+    async () => {
+      if (!running(c)) throw new Error(`iperf3 -s -p ${e.port} exited (${c.exitCode ?? c.signalCode})`);
+      const r = await run(inNs(e.serverNs, ['ss', '-Hltn', `sport = :${e.port}`]));
+      return r.stdout.includes(`:${e.port}`);
+    },
+    10_000,
+    `iperf3 server on port ${e.port}`,
+    50,
+  );
+  return c;
+}
+
+async function iperfOnce(e: Endpoints, seconds: number): Promise<IperfResult> {
+  const argv = inNs(e.clientNs, ['iperf3', '-c', e.serverIp, '-p', String(e.port), '-t', String(seconds), '-O', '1', '-J']);
+  const r = await runTracked(argv, (seconds + 30) * 1000);
+  let j: {
+    error?: string;
+    end?: {
+      sum_received?: { bits_per_second?: number };
+      sum_sent?: { retransmits?: number };
+      cpu_utilization_percent?: { host_total?: number; remote_total?: number };
+    };
+  };
+  try {
+    j = JSON.parse(r.stdout) as typeof j;
+  } catch {
+    throw new Error(`${argv.join(' ')}: exit ${r.code}, not JSON: ${r.stdout.slice(0, 300)} ${r.stderr.slice(0, 300)}`);
+  }
+  const bps = j.end?.sum_received?.bits_per_second;
+  if (j.error || r.code !== 0 || typeof bps !== 'number') throw new Error(`${argv.join(' ')}: exit ${r.code}: ${j.error ?? r.stderr.slice(0, 300)}`);
+  return {
+    gbps: bps / 1e9,
+    retransmits: j.end?.sum_sent?.retransmits ?? NaN,
+    cpuSender: j.end?.cpu_utilization_percent?.host_total ?? NaN,
+    cpuReceiver: j.end?.cpu_utilization_percent?.remote_total ?? NaN,
+  };
+}
+
+// ---- ping: first reply ---------------------------------------------------------------------------
+
+interface FirstReply {
+  /** Wall-clock ms (epoch) of the first echo reply (ping -D: the reply's receive time), or null on timeout. */
+  replyAt: number | null;
+  /** icmp_seq of the first reply (1 = the very first probe was answered). */
+  seq: number | null;
+  /** When the ping process was spawned (epoch ms). */
+  spawnedAt: number;
+}
+
+async function firstReply(nsPath: string, ip: string, deadlineS: number): Promise<FirstReply> {
+  const spawnedAt = Date.now();
+  const r = await runTracked(inNs(nsPath, ['ping', '-n', '-D', '-i', '0.01', '-c', '1', '-w', String(deadlineS), ip]), (deadlineS + 5) * 1000);
+  const m = /^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+)/m.exec(r.stdout);
+  if (!m?.[1] || !m[2]) return { replyAt: null, seq: null, spawnedAt };
+  return { replyAt: Number(m[1]) * 1000, seq: Number(m[2]), spawnedAt };
+}
+
+// ---- the hand-built path -------------------------------------------------------------------------
+
+interface HandSide {
+  host: TestbedHost;
+  /** The hand-made "container" netns (/run/netns/<ns>). */
+  ns: string;
+  nsPath: string;
+  /** Host end of the veth, in the host's netns. */
+  veth: string;
+  ip: string;
+}
+
+async function buildHandPath(t: Testbed, cleanup: Cleanup): Promise<HandSide[]> {
+  const sides: HandSide[] = t.hosts.slice(0, 2).map((host, i) => ({
+    host,
+    ns: `${t.name}-hand${i + 1}`,
+    nsPath: `/run/netns/${t.name}-hand${i + 1}`,
+    veth: `hand${i + 1}`,
+    ip: `172.31.${i + 1}.2`,
+  }));
+  for (const s of sides) {
+    await run(['ip', 'netns', 'add', s.ns]);
+    // Deleting the container netns deletes the veth pair (and with it the host route through it).
+    cleanup.add(`netns ${s.ns}`, () => run(['ip', 'netns', 'del', s.ns]));
+    const h = (argv: string[]) => run(['ip', '-n', s.host.netns, ...argv]);
+    const c = (argv: string[]) => run(['ip', '-n', s.ns, ...argv]);
+    await c(['link', 'set', 'lo', 'up']);
+    // Created inside the host netns, the peer straight into the container netns: nothing in the root netns.
+    await h(['link', 'add', s.veth, 'address', HAND_MAC, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', s.ns]);
+    await s.host.exec(['sysctl', '-q', '-w', `net.ipv4.conf.${s.veth}.proxy_arp=1`, `net.ipv4.neigh.${s.veth}.proxy_delay=0`, `net.ipv4.conf.${s.veth}.forwarding=1`]);
+    await h(['link', 'set', s.veth, 'up']);
+    await c(['addr', 'add', `${s.ip}/32`, 'dev', 'eth0']);
+    await c(['link', 'set', 'eth0', 'up']);
+    await c(['route', 'add', `${GATEWAY}/32`, 'dev', 'eth0', 'scope', 'link']);
+    await c(['route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0']);
+    await h(['route', 'add', `${s.ip}/32`, 'dev', s.veth, 'scope', 'link']);
+  }
+  for (const s of sides) {
+    for (const o of sides) {
+      if (o === s) continue;
+      await run(['ip', '-n', s.host.netns, 'route', 'add', `${o.ip}/32`, 'via', o.host.ip, 'dev', 'eth0']);
+      cleanup.add(`route ${o.ip} on ${s.host.name}`, () => run(['ip', '-n', s.host.netns, 'route', 'del', `${o.ip}/32`]).catch(() => undefined));
+    }
+  }
+  return sides;
+}
+
+// ---- path comparison -----------------------------------------------------------------------------
+
+interface DevSnapshot {
+  /** Flattened `ip -d -j link show dev X`, volatile keys dropped. */
+  link: Map<string, string>;
+  /** net.* sysctls of the device's netns; the device's own name replaced by <dev>. */
+  sysctls: Map<string, string>;
+  qdisc: string;
+  /** Offload features (ethtool -k), when ethtool is installed. */
+  features: Map<string, string>;
+}
+
+const VOLATILE_LINK_KEYS = /^(ifindex|ifname|address|broadcast|perm_address|link_index|link_netnsid|link|operstate|linkmode|stats64?\..*|altnames.*|parentbus|parentdev|group|flags\.\d+|inet6_addr_gen_mode|addr_info.*|num_.*_queues_dummy)$/;
+
+function flatten(v: unknown, prefix: string, out: Map<string, string>): void {
+  if (v !== null && typeof v === 'object') {
+    if (Array.isArray(v) && v.every((x) => typeof x !== 'object')) {
+      out.set(prefix, v.join(','));
+      return;
+    }
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  } else out.set(prefix, String(v));
+}
+
+let haveEthtool: boolean | undefined;
+
+async function snapshot(nsPath: string, dev: string): Promise<DevSnapshot> {
+  const linkJson = JSON.parse((await run(inNs(nsPath, ['ip', '-d', '-j', 'link', 'show', 'dev', dev]))).stdout) as unknown[];
+  const link = new Map<string, string>();
+  flatten(linkJson[0] ?? {}, '', link);
+  for (const k of [...link.keys()]) if (VOLATILE_LINK_KEYS.test(k)) link.delete(k);
+  const sys = await runTracked(inNs(nsPath, ['sysctl', '-a', '--pattern', '^net\\.']), 20_000);
+  const sysctls = new Map<string, string>();
+  for (const line of sys.stdout.split('\n')) {
+    const i = line.indexOf(' = ');
+    if (i <= 0) continue;
+    const key = line.slice(0, i).trim().split('.').map((p) => (p === dev ? '<dev>' : p)).join('.');
+    sysctls.set(key, line.slice(i + 3).trim());
+  }
+  const qdisc = (await run(inNs(nsPath, ['tc', 'qdisc', 'show', 'dev', dev]))).stdout.trim().replace(/\s+/g, ' ');
+  const features = new Map<string, string>();
+  haveEthtool ??= (await runTracked(['sh', '-c', 'command -v ethtool'], 5000)).code === 0;
+  if (haveEthtool) {
+    const r = await runTracked(inNs(nsPath, ['ethtool', '-k', dev]), 5000);
+    for (const line of r.stdout.split('\n')) {
+      const m = /^\s*([a-z0-9-]+):\s*(on|off)(.*)$/.exec(line);
+      if (m?.[1] && m[2]) features.set(m[1], m[2]);
+    }
+  }
+  return { link, sysctls, qdisc, features };
+}
+
+interface Diff {
+  where: string;
+  key: string;
+  calico: string;
+  hand: string;
+}
+
+/** Sysctls that differ between any two namespaces for reasons unrelated to the path (random seeds, counters). */
+const NOISY_SYSCTL = /(stable_secret|hash_seed|\.base_reachable_time|tcp_fastopen_key|\.flowlabel|net\.netfilter\.nf_conntrack_count|\.random|\.secret)/;
+
+function diffMaps(where: string, a: Map<string, string>, b: Map<string, string>, onlyKey?: (k: string) => boolean): Diff[] {
+  const out: Diff[] = [];
+  for (const k of new Set([...a.keys(), ...b.keys()])) {
+    if (onlyKey && !onlyKey(k)) continue;
+    if (NOISY_SYSCTL.test(k)) continue;
+    const x = a.get(k) ?? '(absent)';
+    const y = b.get(k) ?? '(absent)';
+    if (x !== y) out.push({ where, key: k, calico: x, hand: y });
+  }
+  return out.sort((p, q) => p.key.localeCompare(q.key));
+}
+
+interface PathComparison {
+  diffs: Diff[];
+  /** Human-readable facts: routes, qdiscs, devices. */
+  facts: { what: string; calico: string; hand: string }[];
+  iptables: string;
+}
+
+async function comparePaths(
+  t: Testbed,
+  cli: ContainerInfo,
+  srv: ContainerInfo,
+  hand: HandSide[],
+): Promise<PathComparison> {
+  const [h1, h2] = [t.hosts[0]!, t.hosts[1]!];
+  const [a1, a2] = [hand[0]!, hand[1]!];
+  const hostNs = (h: TestbedHost): string => `/run/netns/${h.netns}`;
+  const routeGet = async (ns: string, ip: string): Promise<string> => (await run(inNs(ns, ['ip', 'route', 'get', ip]))).stdout.split('\n')[0]?.trim() ?? '';
+  const routeTo = async (h: TestbedHost, ip: string): Promise<string> =>
+    (await run(inNs(hostNs(h), ['ip', 'route', 'show', 'match', ip]))).stdout.trim().split('\n').filter((l) => !l.startsWith('default')).join('; ');
+  // The calico host-side veth of each container: the device of the host's route to it.
+  const devOf = async (h: TestbedHost, ip: string): Promise<string> => {
+    const m = /\bdev (\S+)/.exec(await routeGet(hostNs(h), ip));
+    if (!m?.[1]) throw new Error(`no route to ${ip} on ${h.name}`);
+    return m[1];
+  };
+  const caliCli = await devOf(h1, cli.ip);
+  const caliSrv = await devOf(h2, srv.ip);
+
+  const diffs: Diff[] = [];
+  const perDev = (k: string): boolean => k.includes('<dev>');
+  const pairs: [string, string, string, string, string][] = [
+    // where, calico ns, calico dev, hand ns, hand dev
+    [`${h1.name}: host end of the client's veth`, hostNs(h1), caliCli, hostNs(h1), a1.veth],
+    [`${h2.name}: host end of the server's veth`, hostNs(h2), caliSrv, hostNs(h2), a2.veth],
+    [`client container's eth0 and netns`, cli.ns, 'eth0', a1.nsPath, 'eth0'],
+    [`server container's eth0 and netns`, srv.ns, 'eth0', a2.nsPath, 'eth0'],
+  ];
+  const facts: PathComparison['facts'] = [];
+  for (const [where, cns, cdev, hns, hdev] of pairs) {
+    const c = await snapshot(cns, cdev);
+    const h = await snapshot(hns, hdev);
+    diffs.push(...diffMaps(`${where} (ip -d link)`, c.link, h.link));
+    // Host ends share their netns: only per-device keys can differ. Container ends: the whole net.* of each netns.
+    diffs.push(...diffMaps(`${where} (sysctl)`, c.sysctls, h.sysctls, cns === hns ? perDev : undefined));
+    diffs.push(...diffMaps(`${where} (ethtool -k)`, c.features, h.features));
+    if (c.qdisc !== h.qdisc) facts.push({ what: `${where}: qdisc`, calico: c.qdisc, hand: h.qdisc });
+    if (where.startsWith(h1.name)) facts.push({ what: 'MTU client side (host end / container end)', calico: `${c.link.get('mtu') ?? '?'}`, hand: `${h.link.get('mtu') ?? '?'}` });
+  }
+  facts.push({ what: `${h1.name}: route to the server`, calico: await routeTo(h1, srv.ip), hand: await routeTo(h1, a2.ip) });
+  facts.push({ what: `${h2.name}: route to the server`, calico: await routeTo(h2, srv.ip), hand: await routeTo(h2, a2.ip) });
+  facts.push({ what: `${h2.name}: route back to the client`, calico: await routeTo(h2, cli.ip), hand: await routeTo(h2, a1.ip) });
+  facts.push({ what: 'client container: `ip route`', calico: (await run(inNs(cli.ns, ['ip', 'route']))).stdout.trim().split('\n').join('; '), hand: (await run(inNs(a1.nsPath, ['ip', 'route']))).stdout.trim().split('\n').join('; ') });
+  facts.push({ what: `${h1.name}: host end devices`, calico: caliCli, hand: a1.veth });
+  // Same netns for both paths: one FORWARD chain; show what each path's packets match.
+  const ipt = await runTracked(inNs(hostNs(h1), ['iptables', '-S']), 10_000);
+  const iptables = ipt.code === 0 ? ipt.stdout.trim().split('\n').filter((l) => !/^-P (INPUT|OUTPUT)/.test(l)).join('; ') : `(iptables -S failed: ${ipt.stderr.trim()})`;
+  return { diffs, facts, iptables };
+}
+
+// ---- machine ------------------------------------------------------------------------------------
+
+interface Machine {
+  date: string;
+  nproc: string;
+  cpu: string;
+  kernel: string;
+  iperf3: string;
+  dockerd: string;
+  node: string;
+  commit: string;
+  loadStart: string;
+  loadEnd: string;
+}
+
+const loadavg = (): string => {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return '?';
+  }
+};
+
+async function tryRun(argv: string[]): Promise<string> {
+  try {
+    return (await run(argv, { timeoutMs: 10_000 })).stdout.trim();
+  } catch {
+    return '?';
+  }
+}
+
+async function machineInfo(t: Testbed): Promise<Machine> {
+  let cpu = '?';
+  try {
+    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '?';
+  } catch {
+    /* not Linux? */
+  }
+  const head = await tryRun(['git', '-C', process.cwd(), 'rev-parse', '--short', 'HEAD']);
+  const dirty = head !== '?' && (await tryRun(['git', '-C', process.cwd(), 'status', '--porcelain', '--untracked-files=no'])) !== '';
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    nproc: await tryRun(['nproc']),
+    cpu,
+    kernel: release(),
+    iperf3: (await tryRun(['iperf3', '--version'])).split('\n')[0] ?? '?',
+    dockerd: await t.hosts[0]!.docker('version', '-f', '{{.Server.Version}}').catch(() => '?'),
+    node: process.version,
+    commit: head === '?' ? '?' : `${head}${dirty ? ' (with uncommitted changes)' : ''}`,
+    loadStart: loadavg(),
+    loadEnd: '?',
+  };
+}
+
+// ---- options ------------------------------------------------------------------------------------
+
+interface Options {
+  runs: number;
+  seconds: number;
+  containers: number;
+  out: string;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '3' },
+      seconds: { type: 'string', default: '10' },
+      containers: { type: 'string', default: '20' },
+      out: { type: 'string', default: 'BENCHMARKS.md' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log('usage: node dist/bench/cross-host.js [--runs 3] [--seconds 10] [--containers 20] [--out BENCHMARKS.md]');
+    process.exit(0);
+  }
+  const int = (name: string, v: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return { runs: int('runs', values.runs, 1), seconds: int('seconds', values.seconds, 2), containers: int('containers', values.containers, 1), out: values.out };
+}
+
+// ---- the measurements ---------------------------------------------------------------------------
+
+interface ReachSample {
+  name: string;
+  ip: string;
+  /** `docker run -d` wall time. */
+  runMs: number;
+  /** From `docker run` returning to: the address known (docker API inspect). */
+  inspectMs: number;
+  /** ... to the ping process spawned (the earliest moment a reply could be seen). */
+  probeStartMs: number;
+  /** ... to the first echo reply (null: none within the deadline). */
+  reachMs: number | null;
+  seq: number | null;
+  newBlock: boolean;
+}
+
+async function localBlocks(h: TestbedHost): Promise<string[]> {
+  return (await h.exec(['ip', 'route', 'show', 'type', 'blackhole', 'proto', '80'])).stdout.match(/\d+\.\d+\.\d+\.\d+\/\d+/g) ?? [];
+}
+
+async function benchReach(t: Testbed, pinger: ContainerInfo, n: number): Promise<ReachSample[]> {
+  const [h1] = [t.hosts[0]!];
+  const samples: ReachSample[] = [];
+  for (let i = 1; i <= n; i++) {
+    const name = `reach${String(i).padStart(2, '0')}`;
+    const blocksBefore = await localBlocks(h1);
+    const t0 = Date.now();
+    const id = await h1.docker('run', '-d', '--net', NET, '--name', name, IMAGE, 'sleep', '3600');
+    const returned = Date.now();
+    const c = await inspect(h1, id);
+    const inspected = Date.now();
+    const r = await firstReply(pinger.ns, c.ip, 10);
+    const blocksAfter = await localBlocks(h1);
+    const s: ReachSample = {
+      name,
+      ip: c.ip,
+      runMs: returned - t0,
+      inspectMs: inspected - returned,
+      probeStartMs: r.spawnedAt - returned,
+      reachMs: r.replyAt === null ? null : r.replyAt - returned,
+      seq: r.seq,
+      newBlock: blocksAfter.some((b) => !blocksBefore.includes(b)),
+    };
+    samples.push(s);
+    log(`${name} ${c.ip}: docker run ${s.runMs} ms; reachable from ${t.hosts[1]!.name} ${s.reachMs === null ? 'NEVER (10 s)' : `${f1(s.reachMs)} ms`} after it returned (reply to probe #${s.seq ?? '-'})${s.newBlock ? ' [new block]' : ''}`);
+    await sleep(200);
+  }
+  return samples;
+}
+
+interface ThroughputRun {
+  run: number;
+  results: Record<Variant, IperfResult>;
+}
+
+interface Results {
+  options: Options;
+  machine: Machine;
+  testbed: { subnet: string; hosts: { name: string; ip: string }[]; startMs: number };
+  reach: ReachSample[];
+  throughput: ThroughputRun[];
+  endpoints: Record<Variant, { client: string; server: string }>;
+  comparison: PathComparison;
+  wallS: number;
+}
+
+// ---- report -------------------------------------------------------------------------------------
+
+function renderSection(r: Results): string {
+  const { machine: m, options: o } = r;
+  const g = (v: Variant): number[] => r.throughput.map((x) => x.results[v].gbps);
+  const med = (v: Variant): number => median(g(v));
+  const ratioHand = med('calico') / med('hand');
+  const ratioHost = med('calico') / med('host');
+  const reached = r.reach.filter((s) => s.reachMs !== null);
+  const all = r.reach.map((s) => s.reachMs ?? Infinity);
+  const first = r.reach[0];
+  const rest = r.reach.slice(1).map((s) => s.reachMs ?? Infinity);
+  const p99 = pct(all, 99);
+  const pass = (ok: boolean): string => (ok ? '**pass**' : '**FAIL**');
+  const ms = (x: number): string => (Number.isFinite(x) ? `${f0(x)} ms` : 'never (10 s)');
+  const L: string[] = [];
+  L.push(BEGIN);
+  L.push('## Across hosts: throughput and reachability (`bench/cross-host.ts`)');
+  L.push('');
+  L.push(
+    `Run ${m.date}; ${f1(r.wallS)} s wall; \`--runs ${o.runs} --seconds ${o.seconds} --containers ${o.containers}\`. ` +
+      'Reproduce with `node dist/bench/cross-host.js` (after `make build`; root, dockerd, etcd, BIRD, iperf3).',
+  );
+  L.push('');
+  L.push('| machine | |');
+  L.push('|---|---|');
+  L.push(`| CPUs (nproc) | ${m.nproc} |`);
+  L.push(`| CPU model | ${m.cpu} |`);
+  L.push(`| kernel | ${m.kernel} |`);
+  L.push(`| iperf3 | ${m.iperf3} |`);
+  L.push(`| dockerd | ${m.dockerd} (one per host, \`--iptables=false\`) |`);
+  L.push(`| Node.js | ${m.node} |`);
+  L.push(`| calico-ts commit | ${m.commit} |`);
+  L.push(`| testbed | ${r.testbed.hosts.length} hosts (network namespaces ${r.testbed.hosts.map((h) => `${h.name} ${h.ip}`).join(', ')}) on one bridge, ${r.testbed.subnet}, MTU 1500; one dockerd + \`calico-ts node run\` (BIRD full mesh) per host; up in ${f1(r.testbed.startMs / 1000)} s |`);
+  L.push(`| load average (1/5/15 min) at start / end | ${m.loadStart} / ${m.loadEnd} |`);
+  L.push('');
+  L.push('### Targets');
+  L.push('');
+  L.push('| metric | baseline (same run) | result | target | |');
+  L.push('|---|---|---|---|---|');
+  L.push(
+    `| cross-host TCP container→container (iperf3, median of ${o.runs} × ${o.seconds} s) | hand-built veth + /32 routes ${f2(med('hand'))} Gbit/s | ${f2(med('calico'))} Gbit/s = **${f3(ratioHand)}×** | ≥ ${TARGET_RATIO_HAND}× | ${pass(ratioHand >= TARGET_RATIO_HAND)} |`,
+  );
+  L.push(
+    `| same, against host→host | host→host ${f2(med('host'))} Gbit/s | **${f3(ratioHost)}×** (hand-built: ${f3(med('hand') / med('host'))}×) | report (DESIGN: routed ≈ 0.85×) | — |`,
+  );
+  L.push(
+    `| container reachable from another host after \`docker run -d\` returns, p99 of ${r.reach.length} | — | ${ms(p99)} (p50 ${ms(pct(all, 50))}; ${reached.length}/${r.reach.length} reached) | p99 < ${TARGET_REACH_P99_MS / 1000} s | ${pass(p99 < TARGET_REACH_P99_MS)} |`,
+  );
+  if (first) {
+    L.push(
+      `| … the first container on the host (${first.newBlock ? 'new block: route via BGP' : 'no new block'}) | — | ${ms(first.reachMs ?? Infinity)} | < 1 s | ${pass((first.reachMs ?? Infinity) < TARGET_REACH_P99_MS)} |`,
+    );
+  }
+  L.push('');
+  L.push('Not measured here: throughput with 200 policies active (no policy in this run).');
+  L.push('');
+  L.push('### 1. TCP throughput across hosts (Gbit/s, receiver side)');
+  L.push('');
+  L.push(
+    `\`iperf3 -c <server> -t ${o.seconds} -O 1 -J\` (one TCP stream; the first second omitted), the host's iperf3 run with \`nsenter --net=\` in the ` +
+      'client and server network namespaces. Per run the three paths go one after another in this order, so drift hits all alike.',
+  );
+  L.push('');
+  for (const v of VARIANTS) L.push(`- **${LABEL[v]}**: ${r.endpoints[v].client} → ${r.endpoints[v].server}`);
+  L.push('');
+  L.push('| run | calico-ts | hand-built | host→host | calico / hand-built | calico / host→host |');
+  L.push('|---|---|---|---|---|---|');
+  for (const x of r.throughput) {
+    const c = x.results.calico.gbps;
+    L.push(`| ${x.run} | ${f2(c)} | ${f2(x.results.hand.gbps)} | ${f2(x.results.host.gbps)} | ${f3(c / x.results.hand.gbps)}× | ${f3(c / x.results.host.gbps)}× |`);
+  }
+  L.push(`| **median** | **${f2(med('calico'))}** | **${f2(med('hand'))}** | **${f2(med('host'))}** | **${f3(ratioHand)}×** | **${f3(ratioHost)}×** |`);
+  L.push('');
+  L.push('| path | min | median | max | retransmits (per run) | sender CPU % (median) | receiver CPU % (median) |');
+  L.push('|---|---|---|---|---|---|---|');
+  for (const v of VARIANTS) {
+    const xs = r.throughput.map((x) => x.results[v]);
+    L.push(
+      `| ${LABEL[v]} | ${f2(Math.min(...g(v)))} | ${f2(med(v))} | ${f2(Math.max(...g(v)))} | ${xs.map((x) => f0(x.retransmits)).join(', ')} | ${f1(median(xs.map((x) => x.cpuSender)))} | ${f1(median(xs.map((x) => x.cpuReceiver)))} |`,
+    );
+  }
+  L.push('');
+  L.push('#### calico-ts vs. hand-built: the two paths compared');
+  L.push('');
+  L.push(
+    'Taken after the throughput runs: `ip -d -j link`, `sysctl -a` (net.*: per device for the host ends, which share the host netns; ' +
+      'the whole netns for the container ends), `tc qdisc`, `ethtool -k` when installed, routes. Names, indexes, MACs, addresses, ' +
+      'counters and random seeds are left out.',
+  );
+  L.push('');
+  L.push('| what | calico-ts | hand-built |');
+  L.push('|---|---|---|');
+  for (const f of r.comparison.facts) L.push(`| ${f.what} | \`${f.calico || '-'}\` | \`${f.hand || '-'}\` |`);
+  L.push('');
+  if (r.comparison.diffs.length === 0) L.push('No other differences.');
+  else {
+    L.push(`Differences (${r.comparison.diffs.length}):`);
+    L.push('');
+    L.push('| where | key | calico-ts | hand-built |');
+    L.push('|---|---|---|---|');
+    for (const d of r.comparison.diffs.slice(0, 60)) L.push(`| ${d.where} | \`${d.key}\` | ${d.calico} | ${d.hand} |`);
+    if (r.comparison.diffs.length > 60) L.push(`| … | ${r.comparison.diffs.length - 60} more | | |`);
+  }
+  L.push('');
+  L.push(`Filter rules in ${r.testbed.hosts[0]?.name ?? 'host1'}'s netns (both paths cross the same FORWARD chain): \`${r.comparison.iptables}\`.`);
+  L.push('');
+  L.push('### 2. Reachability from another host after `docker run -d` returns');
+  L.push('');
+  L.push(
+    `${r.reach.length} containers started one after another on ${r.testbed.hosts[0]?.name}; a pinger container on ${r.testbed.hosts[1]?.name}. ` +
+      'After `docker run -d` returns, the address is read from the docker API, then `ping -D -i 0.01 -c 1 -w 10` runs in the ' +
+      "pinger's netns; time = the first reply's kernel timestamp − the moment `docker run` returned. So every time includes the " +
+      'inspect and the ping start-up (the "first probe" column): a container answering the first probe was reachable at least that early.',
+  );
+  L.push('');
+  const stat = (label: string, xs: number[]): string =>
+    `| ${label} | ${xs.length} | ${ms(pct(xs, 50))} | ${ms(pct(xs, 90))} | ${ms(pct(xs, 99))} | ${ms(Math.max(...xs))} |`;
+  L.push('| containers | n | p50 | p90 | p99 | max |');
+  L.push('|---|---|---|---|---|---|');
+  L.push(stat('all', all));
+  if (first) L.push(stat(`first (${first.newBlock ? 'new block' : 'existing block'})`, [first.reachMs ?? Infinity]));
+  if (rest.length) L.push(stat('2nd and later (block already routed)', rest));
+  L.push('');
+  const runMs = r.reach.map((s) => s.runMs);
+  const probe = r.reach.map((s) => s.probeStartMs);
+  L.push(
+    `\`docker run -d\` itself: p50 ${ms(pct(runMs, 50))}, max ${ms(Math.max(...runMs))}. First probe sent (inspect + ping start-up) p50 ${ms(pct(probe, 50))} after it returned; ` +
+      `${r.reach.filter((s) => s.seq === 1).length}/${r.reach.length} containers answered the first probe.`,
+  );
+  L.push('');
+  L.push('| container | address | docker run | inspect done | first probe | first reply | reply to probe # | new block |');
+  L.push('|---|---|---|---|---|---|---|---|');
+  for (const s of r.reach) {
+    L.push(`| ${s.name} | ${s.ip} | ${s.runMs} ms | +${s.inspectMs} ms | +${s.probeStartMs} ms | ${s.reachMs === null ? 'none' : `+${f1(s.reachMs)} ms`} | ${s.seq ?? '-'} | ${s.newBlock ? 'yes' : ''} |`);
+  }
+  L.push(END);
+  return L.join('\n');
+}
+
+async function writeReport(out: string, section: string): Promise<void> {
+  let text = existsSync(out) ? await readFile(out, 'utf8') : '';
+  const b = text.indexOf(BEGIN);
+  const e = text.indexOf(END);
+  if (b >= 0 && e > b) text = `${text.slice(0, b)}${section}${text.slice(e + END.length)}`;
+  else if (text.trim()) text = `${text.trimEnd()}\n\n${section}\n`;
+  else text = `${HEADER}\n${section}\n`;
+  await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
+}
+
+// ---- main ---------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const o = parseOptions();
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, dockerd)');
+  const started = performance.now();
+  const cleanup = new Cleanup((msg) => log(msg));
+  let cleaning: Promise<Error[]> | undefined;
+  const cleanupOnce = (): Promise<Error[]> => (cleaning ??= (async () => {
+    await stopAllChildren();
+    return cleanup.run();
+  })());
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${sig}: cleaning up`);
+    void cleanupOnce().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+
+  let t: Testbed | undefined;
+  try {
+    for (const bin of ['iperf3', 'ping', 'nsenter', 'ss', 'tc']) {
+      if ((await runTracked(['sh', '-c', `command -v ${bin}`], 5000)).code !== 0) throw new Error(`${bin} is not installed${bin === 'iperf3' ? ' (apt-get install -y iperf3)' : ''}`);
+    }
+    log(`pid ${process.pid}: starting a 2-host testbed`);
+    const tb = await startTestbed({ hosts: 2, name: 'xh', log: (msg) => log(msg) });
+    t = tb;
+    cleanup.add('testbed', () => tb.stop());
+    const [h1, h2] = [tb.hosts[0]!, tb.hosts[1]!];
+    const machine = await machineInfo(tb);
+    log(`machine: ${machine.nproc} CPU(s), ${machine.cpu}, kernel ${machine.kernel}, ${machine.iperf3}`);
+
+    // --- network, pinger, routes ---
+    await h1.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', NET);
+    await waitFor(async () => (await h2.docker('network', 'ls', '--format', '{{.Name}} {{.Driver}}')).includes(`${NET} calico-ts`), 20_000, `${NET} on ${h2.name}`);
+    const pinger = await runContainer(h2, 'pinger');
+    // The reply path (host1 → host2's block) must be in place before the first measurement.
+    const block2 = await waitFor(async () => (await localBlocks(h2))[0], 10_000, `a block on ${h2.name}`);
+    await waitFor(async () => (await h1.exec(['ip', 'route', 'show', 'proto', 'bird'])).stdout.includes(`${block2} via ${h2.ip}`), 15_000, `${block2} on ${h1.name}`);
+    if ((await localBlocks(h1)).length) log(`note: ${h1.name} already holds a block before the first container`);
+
+    // --- 2. reachability (first: the first container on host1 gets host1's first block) ---
+    log(`reachability: ${o.containers} containers on ${h1.name}, pinged from ${h2.name}`);
+    const reach = await benchReach(tb, pinger, o.containers);
+
+    // --- 1. throughput ---
+    const srv = await runContainer(h2, 'iperf-srv');
+    const cli = await runContainer(h1, 'iperf-cli');
+    const hand = await buildHandPath(tb, cleanup);
+    const [a1, a2] = [hand[0]!, hand[1]!];
+    const ep: Record<Variant, Endpoints> = {
+      calico: { clientNs: cli.ns, serverNs: srv.ns, serverIp: srv.ip, port: PORT.calico },
+      hand: { clientNs: a1.nsPath, serverNs: a2.nsPath, serverIp: a2.ip, port: PORT.hand },
+      host: { clientNs: `/run/netns/${h1.netns}`, serverNs: `/run/netns/${h2.netns}`, serverIp: h2.ip, port: PORT.host },
+    };
+    const endpoints: Results['endpoints'] = {
+      calico: { client: `container on ${h1.name} (${cli.ip})`, server: `container on ${h2.name} (${srv.ip})` },
+      hand: { client: `hand-made netns on ${h1.name} (${a1.ip}, veth ${a1.veth})`, server: `hand-made netns on ${h2.name} (${a2.ip}, veth ${a2.veth})` },
+      host: { client: `${h1.name} netns (${h1.ip})`, server: `${h2.name} netns eth0 (${h2.ip})` },
+    };
+    for (const v of VARIANTS) {
+      const e = ep[v];
+      await waitFor(async () => (await run(inNs(e.clientNs, ['ping', '-n', '-c', '1', '-W', '1', e.serverIp]))).stdout.includes('bytes from'), 15_000, `${v}: ping ${e.serverIp}`, 200);
+      const server = await startIperfServer(e);
+      cleanup.add(`iperf3 server ${v} (pid ${server.pid ?? '?'})`, () => stopChild(server));
+    }
+    const throughput: ThroughputRun[] = [];
+    for (let i = 1; i <= o.runs; i++) {
+      const results = {} as Record<Variant, IperfResult>;
+      for (const v of VARIANTS) {
+        results[v] = await iperfOnce(ep[v], o.seconds);
+        log(`run ${i}/${o.runs} ${LABEL[v].padEnd(10)} ${f2(results[v].gbps)} Gbit/s (retransmits ${results[v].retransmits}, CPU sender ${f1(results[v].cpuSender)}% receiver ${f1(results[v].cpuReceiver)}%)`);
+      }
+      throughput.push({ run: i, results });
+    }
+
+    // --- 3. what differs between the calico and the hand-built path ---
+    const comparison = await comparePaths(tb, cli, srv, hand);
+    // Nothing touched the hand-made routes meanwhile (the node owns proto 80 routes only).
+    for (const [h, ip] of [[h1, a2.ip], [h2, a1.ip]] as const) {
+      const rt = (await h.exec(['ip', 'route', 'show', `${ip}/32`])).stdout;
+      if (!rt.includes('via')) throw new Error(`hand-made route to ${ip} on ${h.name} vanished during the run`);
+    }
+
+    machine.loadEnd = loadavg();
+    const results: Results = {
+      options: o,
+      machine,
+      testbed: { subnet: tb.subnet, hosts: tb.hosts.map((h) => ({ name: h.name, ip: h.ip })), startMs: tb.timings.totalMs },
+      reach,
+      throughput,
+      endpoints,
+      comparison,
+      wallS: (performance.now() - started) / 1000,
+    };
+    await writeReport(o.out, renderSection(results));
+    const g = (v: Variant): number => median(throughput.map((x) => x.results[v].gbps));
+    const rs = reach.map((s) => s.reachMs ?? Infinity);
+    process.stdout.write(
+      [
+        '',
+        `throughput median Gbit/s: calico ${f2(g('calico'))}  hand-built ${f2(g('hand'))}  host→host ${f2(g('host'))}`,
+        `ratio calico/hand-built ${f3(g('calico') / g('hand'))}x (target >= ${TARGET_RATIO_HAND}x); calico/host→host ${f3(g('calico') / g('host'))}x`,
+        `reachability: p50 ${f1(pct(rs, 50))} ms, p99 ${f1(pct(rs, 99))} ms, first container ${f1(rs[0] ?? NaN)} ms (target p99 < ${TARGET_REACH_P99_MS} ms)`,
+        `path differences calico vs hand-built: ${comparison.diffs.length}`,
+        '',
+      ].join('\n'),
+    );
+    log(`wrote ${o.out}`);
+  } catch (err) {
+    if (t && !interrupted) for (const h of t.hosts) process.stderr.write(`--- ${h.name} node log (tail) ---\n${h.node?.log().slice(-3000) ?? ''}\n`);
+    throw err;
+  } finally {
+    if (!interrupted) {
+      log('cleaning up');
+      const errors = await cleanupOnce();
+      if (errors.length) process.exitCode = 1;
+      log(`done in ${f1((performance.now() - started) / 1000)} s`);
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`cross-host bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
