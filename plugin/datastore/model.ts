@@ -33,6 +33,9 @@ export interface Block {
   /** `host:<node>` while a node holds the block's affinity; null for a borrowed/orphaned block. */
   affinity: string | null;
   allocations: (Allocation | null)[];
+  /** When the last address was released (ms). An empty block stays with its host for a grace period,
+   * so a host that stops and starts containers does not claim and drop a block each time. */
+  emptySince?: number | null;
 }
 
 /** Index: node → blocks it holds. The block's own `affinity` field is the truth; this makes lookup cheap. */

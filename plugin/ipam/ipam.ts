@@ -8,7 +8,8 @@
  *   the handle record lists the addresses it owns so releasing an endpoint needs no scan.
  * - Every block write is a compare-and-swap with bounded retry (casLoop): the new block value is built
  *   and persisted before anything else is touched.
- * - A block whose last address is released is deleted and returns to the pool.
+ * - A block whose last address is released stays with its host for a grace period (no claim/drop churn
+ *   when containers come and go), then returns to the pool (releaseEmptyBlocks, run by the node's GC).
  * - When no block is free to claim, addresses are borrowed from other nodes' blocks (Calico's
  *   non-strict affinity), so a pool is never "full" while it has free addresses.
  */
@@ -257,6 +258,29 @@ export class Ipam {
     return items.filter((i) => i.value.affinity === `host:${this.node}`).map((i) => i.value.cidr);
   }
 
+  /**
+   * Returns to the pool this node's blocks that have been empty for longer than `graceMs`.
+   * Block first (it is the truth, deleted only if unchanged), then the affinity index.
+   */
+  async releaseEmptyBlocks(graceMs: number): Promise<string[]> {
+    const released: string[] = [];
+    const now = this.now();
+    for (const { value: block, revision } of (await this.store.list(keys.blocks())).items) {
+      if (block.affinity !== `host:${this.node}` || block.allocations.some((a) => a !== null)) continue;
+      if (now - (block.emptySince ?? 0) < graceMs) continue;
+      try {
+        await this.store.delete(keys.block(block.cidr), revision);
+      } catch (err) {
+        if (err instanceof UpdateConflictError || err instanceof NotFoundError) continue;
+        throw err;
+      }
+      this.affineBlocks.delete(block.cidr);
+      await this.store.delete(keys.affinity(this.node, block.cidr)).catch(() => undefined);
+      released.push(block.cidr);
+    }
+    return released;
+  }
+
   // --- internals ---------------------------------------------------------------------------------
 
   /** Without a handle the address is `unbound:<node>:<nonce>` until CreateEndpoint binds it. */
@@ -372,7 +396,7 @@ export class Ipam {
     if (slot.ordinal < 0) return undefined;
     const allocations = [...block.allocations];
     allocations[slot.ordinal] = owner;
-    return { ...block, allocations };
+    return { ...block, allocations, emptySince: null };
   }
 
   private addressAt(block: Block, slot: { ordinal: number }): string | undefined {
@@ -391,14 +415,9 @@ export class Ipam {
       const allocations = [...current.value.allocations];
       allocations[ordinal] = null;
       try {
-        if (allocations.every((a) => a === null)) {
-          // Empty: the block returns to the pool. Block first (it is the truth), then the index.
-          await this.store.delete(key, current.revision);
-          const affinityNode = current.value.affinity?.slice('host:'.length);
-          if (affinityNode) await this.store.delete(keys.affinity(affinityNode, current.value.cidr)).catch(() => undefined);
-        } else {
-          await this.store.update(key, { ...current.value, allocations }, current.revision);
-        }
+        const empty = allocations.every((a) => a === null);
+        const written = await this.store.update(key, { ...current.value, allocations, emptySince: empty ? this.now() : null }, current.revision);
+        if (this.affineBlocks.has(written.value.cidr)) this.affineBlocks.set(written.value.cidr, written);
         return owner.handle;
       } catch (err) {
         if (!(err instanceof UpdateConflictError || err instanceof NotFoundError)) throw err;

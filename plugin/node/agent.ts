@@ -137,7 +137,9 @@ export class NodeAgent {
     this.networkSync.kick();
     try {
       const report = await this.dockerSync.collect();
-      if (report && report.endpointsRemoved.length > 0) this.reconciler.kick();
+      const blocksReleased = await this.ipam.releaseEmptyBlocks(this.config.gcGraceMs);
+      if (blocksReleased.length > 0) this.log.info('empty blocks returned to the pool', { blocks: blocksReleased });
+      if ((report && report.endpointsRemoved.length > 0) || blocksReleased.length > 0) this.reconciler.kick();
     } catch (err) {
       this.log.warn('garbage collection failed', { error: String(err) });
     }

@@ -49,6 +49,7 @@ describe('IPAM against a real etcd', () => {
     await first.bind(ip, 'endpoint-r');
     const second = new Ipam(store, { node: 'host-r' });
     assert.deepEqual(await second.releaseHandle('endpoint-r'), [ip]);
+    assert.equal((await second.releaseEmptyBlocks(0)).length, 1);
     assert.deepEqual(await second.localBlocks(), []);
   });
 

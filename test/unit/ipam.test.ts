@@ -65,16 +65,30 @@ describe('Ipam', () => {
     assert.equal((await ipam.localBlocks()).length, 2);
   });
 
-  it('release frees exactly one address; an emptied block returns to the pool', async () => {
-    const { store, ipam } = await setup();
+  it('release frees exactly one address; an emptied block returns to the pool after its grace', async () => {
+    let now = 1_000_000;
+    const store = new MemoryDatastore();
+    await store.put(keys.pool(DEFAULT_IPV4_POOL.name), DEFAULT_IPV4_POOL);
+    const ipam = new Ipam(store, { node: 'n1', now: () => now });
     const a = await ipam.autoAssign('192.168.0.0/16');
     const b = await ipam.autoAssign('192.168.0.0/16');
     assert.equal(await ipam.release(a), true);
     assert.equal(await ipam.release(a), false, 'second release is a no-op');
-    assert.equal((await ipam.localBlocks()).length, 1);
     assert.equal(await ipam.release(b), true);
+    const [block] = await ipam.localBlocks();
+    assert.ok(block, 'the empty block stays with its host for now');
+    assert.deepEqual(await ipam.releaseEmptyBlocks(60_000), [], 'not before the grace');
+    // Reused while it waits: no new claim.
+    const c = await ipam.autoAssign('192.168.0.0/16');
+    assert.deepEqual(await ipam.localBlocks(), [block]);
+    await ipam.release(c);
+    now += 60_001;
+    assert.deepEqual(await ipam.releaseEmptyBlocks(60_000), [block]);
     assert.deepEqual(await ipam.localBlocks(), []);
     assert.equal((await store.list(keys.affinities('n1'))).items.length, 0);
+    // The next allocation claims a block again.
+    await ipam.autoAssign('192.168.0.0/16');
+    assert.equal((await ipam.localBlocks()).length, 1);
   });
 
   it('binds an address to an endpoint handle and releases by handle', async () => {
