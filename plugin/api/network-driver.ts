@@ -108,11 +108,12 @@ export class NetworkDriver {
     const id = readId(body, 'NetworkID');
     const existing = await this.deps.store.get(keys.network(id));
     if (!existing) return {};
-    await this.deps.store.delete(keys.network(id)).catch(ignoreNotFound);
     const name = existing.value.name;
+    // Removed here means removed everywhere: the cluster record goes first (so no host's network sync
+    // recreates it), the other hosts drop their copy once it is unused.
+    if (name) await this.deps.store.delete(keys.clusterNetwork(name)).catch(ignoreNotFound);
+    await this.deps.store.delete(keys.network(id)).catch(ignoreNotFound);
     if (name) {
-      // Removed here means removed everywhere: the other hosts drop their copy once it is unused.
-      await this.deps.store.delete(keys.clusterNetwork(name)).catch(ignoreNotFound);
       // The profile is shared by every host's network of this name: remove it with the last one.
       const others = (await this.deps.store.list(keys.networks())).items.filter((n) => n.value.name === name);
       if (others.length === 0) await this.deps.store.delete(keys.profile(name)).catch(ignoreNotFound);

@@ -14,6 +14,7 @@ import { nodeStatus } from './node-status.js';
 import { ExecFileRunner } from '../lib/exec.js';
 import { deleteByName, getResources, parseResourceText, writeResources, type OutputFormat } from './crud.js';
 import { ValidationError } from '../lib/errors.js';
+import { selectorCommand } from './selector-command.js';
 
 function readInput(file: string): string {
   try {
@@ -76,7 +77,7 @@ export function buildProgram(): Command {
       .command(verb)
       .description(
         { apply: 'create or update resources', create: 'create resources (fails if one exists)', replace: 'update resources (fails if one is missing)' }[verb] +
-          ' from YAML/JSON (IPPool, BGPPeer, BGPConfiguration, Node)',
+          ' from YAML/JSON (IPPool, Profile, GlobalNetworkPolicy, NetworkPolicy, BGPPeer, BGPConfiguration, Node; Calico v1 profile/policy documents are converted)',
       )
       .requiredOption('-f, --filename <file>', "file to read, or '-' for standard input")
       .action(async (opts: { filename: string }) => {
@@ -87,30 +88,48 @@ export function buildProgram(): Command {
   program
     .command('delete')
     .description('delete resources by kind and name, or those in a file')
-    .argument('[kind]', 'resource kind, e.g. ippool, bgppeer')
+    .argument('[kind]', 'resource kind, e.g. ippool, globalnetworkpolicy, bgppeer')
     .argument('[names...]', 'resource names')
     .option('-f, --filename <file>', "file to read, or '-' for standard input")
-    .action(async (kind: string | undefined, names: string[], opts: { filename?: string }) => {
+    .option('-n, --namespace <namespace>', 'namespace of a NetworkPolicy (default: default)')
+    .action(async (kind: string | undefined, names: string[], opts: { filename?: string; namespace?: string }) => {
       let out: string;
       if (opts.filename) {
         const docs = parseResourceText(readInput(opts.filename), opts.filename);
         out = await withStore((s) => writeResources(s, 'delete', docs));
       } else {
         if (!kind || names.length === 0) throw new ValidationError('delete', 'name a kind and at least one resource, or pass -f <file>');
-        out = await withStore((s) => deleteByName(s, kind, names));
+        out = await withStore((s) => deleteByName(s, kind, names, opts.namespace === undefined ? {} : { namespace: opts.namespace }));
       }
       process.stdout.write(out + '\n');
     });
   program
     .command('get')
     .description('list resources of a kind (all, or by name)')
-    .argument('<kind>', 'ippools | bgppeers | bgpconfigurations | nodes')
-    .argument('[names...]', 'resource names')
+    .argument('<kind>', 'ippools | profiles | globalnetworkpolicies | networkpolicies | bgppeers | bgpconfigurations | nodes | workloadendpoints')
+    .argument('[names...]', 'resource names (workload endpoints: an ID or a unique prefix of one)')
     .option('-o, --output <format>', 'yaml | json | wide (default: a table)')
-    .action(async (kind: string, names: string[], opts: { output?: string }) => {
+    .option('-n, --namespace <namespace>', 'namespace of NetworkPolicies (default: default)')
+    .option('-A, --all-namespaces', 'NetworkPolicies of every namespace')
+    .option('--selector <expr>', "only resources whose labels match this Calico selector (workloadendpoints, nodes), e.g. \"role == 'db'\"")
+    .action(async (kind: string, names: string[], opts: { output?: string; namespace?: string; allNamespaces?: boolean; selector?: string }) => {
       const output = opts.output ?? 'table';
       if (!['table', 'wide', 'yaml', 'json'].includes(output)) throw new ValidationError('--output', 'must be yaml, json or wide');
-      process.stdout.write((await withStore((s) => getResources(s, kind, names, output as OutputFormat))) + '\n');
+      const options = {
+        ...(opts.namespace !== undefined ? { namespace: opts.namespace } : {}),
+        ...(opts.allNamespaces ? { allNamespaces: true } : {}),
+        ...(opts.selector !== undefined ? { selector: opts.selector } : {}),
+      };
+      process.stdout.write((await withStore((s) => getResources(s, kind, names, output as OutputFormat, options))) + '\n');
+    });
+
+  program
+    .command('selector')
+    .description('print the canonical form of a Calico selector and, with --labels, whether it matches them (no datastore needed)')
+    .argument('<expr>', "a selector, e.g. \"role == 'db' && !has(debug)\"")
+    .option('--labels <list>', "labels to evaluate it against: k=v,k2=v2 (split on the first '='; '' is no labels)")
+    .action((expr: string, opts: { labels?: string }) => {
+      process.stdout.write(selectorCommand(expr, opts.labels) + '\n');
     });
 
   node

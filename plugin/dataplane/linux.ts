@@ -398,6 +398,11 @@ export interface LinuxDataplaneOptions {
    * host's): values are read with `cat` and written with `tee` under that directory.
    */
   sysctlRoot?: string;
+  /**
+   * Whether ensureBase() installs the accept-everything-on-cali `cali-FORWARD` chain (default true).
+   * False when policy enforcement (dataplane/filter-applier.ts) owns the filter table's cali chains.
+   */
+  manageForwardChain?: boolean;
 }
 
 export class LinuxDataplane implements Dataplane {
@@ -405,6 +410,7 @@ export class LinuxDataplane implements Dataplane {
   private readonly sysctl: SysctlAccess;
   private readonly lock = new SharedExclusiveLock();
   private baseChain: Promise<unknown> = Promise.resolve();
+  private readonly manageForwardChain: boolean;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -412,6 +418,7 @@ export class LinuxDataplane implements Dataplane {
   ) {
     this.log = (options.log ?? silentLogger).child({ component: 'dataplane' });
     this.sysctl = options.sysctlRoot === undefined ? new SysctlCommand(runner) : new SysctlFiles(runner, options.sysctlRoot);
+    this.manageForwardChain = options.manageForwardChain ?? true;
   }
 
   // --- Dataplane ---------------------------------------------------------------------------------
@@ -482,7 +489,11 @@ export class LinuxDataplane implements Dataplane {
   // --- internals ----------------------------------------------------------------------------------
 
   private async doEnsureBase(): Promise<void> {
-    await Promise.all([this.sysctl.write(BASE_SYSCTLS), this.ensureForwardChain(), this.ensureGatewayRoute()]);
+    await Promise.all([
+      this.sysctl.write(BASE_SYSCTLS),
+      this.manageForwardChain ? this.ensureForwardChain() : Promise.resolve(),
+      this.ensureGatewayRoute(),
+    ]);
   }
 
   private async ensureForwardChain(): Promise<void> {

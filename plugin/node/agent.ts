@@ -21,12 +21,16 @@ import { statusFile, type NodeConfig } from './config.js';
 import { detectIPv4 } from './autodetect.js';
 import { DockerSync } from './docker-sync.js';
 import { BgpAgent } from './bgp-agent.js';
+import { PolicyAgent } from './policy-agent.js';
+import { FilterApplier } from '../dataplane/filter-applier.js';
+import type { PolicyDataplane } from '../dataplane/policy-types.js';
 import { BirdSupervisor } from '../bgp/bird.js';
 import { Reconciler } from './reconciler.js';
 
 export interface NodeAgentDeps {
   store?: Datastore;
   dataplane?: Dataplane;
+  policyDataplane?: PolicyDataplane;
   log?: Logger;
 }
 
@@ -40,6 +44,7 @@ export class NodeAgent {
   private gcTimer: NodeJS.Timeout | undefined;
   private readonly networkSync: DebouncedJob;
   readonly bgp: BgpAgent | undefined;
+  readonly policy: PolicyAgent | undefined;
   private readonly watches: Watch[] = [];
 
   constructor(
@@ -49,7 +54,10 @@ export class NodeAgent {
     this.log = deps.log ?? createLogger(config.logLevel, { node: config.nodeName });
     this.store = deps.store ?? new EtcdDatastore(config.etcd);
     this.ipam = new Ipam(this.store, { node: config.nodeName });
-    const dataplane = deps.dataplane ?? new LinuxDataplane(new ExecFileRunner(), { log: this.log });
+    const dataplane = deps.dataplane ?? new LinuxDataplane(new ExecFileRunner(), { log: this.log, manageForwardChain: !config.policyEnforcement });
+    this.policy = config.policyEnforcement
+      ? new PolicyAgent(this.store, config.nodeName, deps.policyDataplane ?? new FilterApplier(new ExecFileRunner(), { log: this.log }), this.log.child({ component: 'policy' }))
+      : undefined;
     this.reconciler = new Reconciler(this.store, dataplane, config.nodeName, this.log);
     this.dockerSync = new DockerSync({
       store: this.store,
@@ -87,7 +95,15 @@ export class NodeAgent {
     await this.ipam.ensureDefaultPool();
     const dataplane = this.reconciler.lockedDataplane;
     await dataplane.ensureBase();
-    // Kernel first, then the socket: Docker's first calls find the host already consistent.
+    // Kernel first, then the socket: Docker's first calls find the host already consistent, and no
+    // workload traffic passes before its policy is in place (fail closed).
+    if (this.policy) {
+      const policy = this.policy;
+      await policy.start();
+      await this.watchPrefixes(PolicyAgent.WATCHED, () => policy.kick());
+      policy.kick(); // covers changes between the first computation and the watch
+
+    }
     await this.reconciler.start(config.reconcileIntervalMs);
     const network = new NetworkDriver({
       store: this.store,
@@ -107,6 +123,7 @@ export class NodeAgent {
       const bgp = this.bgp;
       await bgp.start();
       await this.watchPrefixes(BgpAgent.WATCHED, () => bgp.kick());
+      bgp.kick();
     }
     this.gcTimer = setInterval(() => void this.collectGarbage(), config.gcIntervalMs);
     this.gcTimer.unref();
@@ -150,6 +167,7 @@ export class NodeAgent {
     await Promise.all(this.watches.map((w) => w.close().catch(() => undefined)));
     await this.networkSync.stop();
     await this.bgp?.stop();
+    await this.policy?.stop();
     const server = this.server;
     if (server) {
       server.closeAllConnections();

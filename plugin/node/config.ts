@@ -20,6 +20,9 @@ export interface NodeConfig {
   routeReflectorClusterId: string | undefined;
   /** CALICO_NETWORKING_BACKEND: `bird` (BGP sidecar) or `none` (no route distribution). */
   networkingBackend: 'bird' | 'none';
+  /** CALICO_TS_POLICY_ENFORCEMENT (default true): enforce profiles and policies with iptables. False =
+   * accept all traffic on cali interfaces (no isolation; for debugging). */
+  policyEnforcement: boolean;
   etcd: EtcdConfig;
   socketPath: string;
   /** Docker API: a unix socket path. */
@@ -62,6 +65,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     asNumber: env.AS ? number('AS', 64512, 1, 4294967295) : undefined,
     routeReflectorClusterId: env.ROUTE_REFLECTOR_CLUSTER_ID || undefined,
     networkingBackend: backend(env.CALICO_NETWORKING_BACKEND),
+    policyEnforcement: flag('CALICO_TS_POLICY_ENFORCEMENT', env.CALICO_TS_POLICY_ENFORCEMENT, true),
     etcd: {
       endpoints,
       ...(env.ETCD_CA_CERT_FILE ? { caFile: env.ETCD_CA_CERT_FILE } : {}),
@@ -78,6 +82,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     gcUnboundGraceMs: number('CALICO_TS_GC_UNBOUND_GRACE_MS', 600_000, 0, 86_400_000),
     defaultMtu: number('CALICO_TS_VETH_MTU', 0, 0, 65535),
   };
+}
+
+function flag(name: string, value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value === '') return fallback;
+  if (['true', '1', 'yes'].includes(value.toLowerCase())) return true;
+  if (['false', '0', 'no'].includes(value.toLowerCase())) return false;
+  throw new ValidationError(name, `${JSON.stringify(value)} must be true or false`);
 }
 
 function backend(value: string | undefined): 'bird' | 'none' {

@@ -167,8 +167,10 @@ export class DockerSync {
    */
   async syncNetworks(now = Date.now()): Promise<{ created: string[]; removed: string[] }> {
     const result = { created: [] as string[], removed: [] as string[] };
-    const wanted = new Map((await this.o.store.list(keys.clusterNetworks())).items.map((i) => [i.value.name, i.value]));
+    // Docker first, then etcd: a network missing here because `docker network rm` just removed it has
+    // already had its cluster record deleted by our DeleteNetwork, so it is not recreated.
     const local = (await this.docker.listNetworks()) as DockerNetworkInfo[];
+    const wanted = new Map((await this.o.store.list(keys.clusterNetworks())).items.map((i) => [i.value.name, i.value]));
     const localNames = new Set(local.map((n) => n.Name));
     for (const net of wanted.values()) {
       if (localNames.has(net.name)) continue;

@@ -212,7 +212,9 @@ for (const iptables of [false, true]) {
       await docker('network', 'rm', 'net1', 'net2');
       // Empty blocks go back to the pool after the GC grace (3 s here).
       const kinds = async () => [...new Set(Object.keys(await dump()).map((k) => k.replace(/^\/calico-ts\/v1\//, '').split('/')[0]))].sort().join(',');
-      await waitFor(async () => (await kinds()) === 'ippools,nodes', 15_000, 'only pools and nodes left in etcd');
+      await waitFor(async () => (await kinds()) === 'ippools,nodes', 15_000, 'only pools and nodes left in etcd').catch(async (err: Error) => {
+        throw new Error(`${err.message}; left: ${JSON.stringify(await dump()).slice(0, 3000)}`);
+      });
       const links = (await ns(['ip', '-o', 'link', 'show'])).stdout;
       assert.doesNotMatch(links, /cali[0-9a-f]/);
       // Blackholes of released blocks go with the next reconcile (debounced).

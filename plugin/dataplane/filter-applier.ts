@@ -1,0 +1,812 @@
+/**
+ * The iptables/ipset applier for policy: makes the filter table and the IPv4 ipsets match a
+ * DesiredFilterState (computed by calc/), writing only what differs, through `iptables-restore --noflush`
+ * (one atomic transaction for the table) and `ipset restore`. Nothing else is ever used to write.
+ *
+ * DESIGN NOTE — what it owns and how it recognises it after a restart (it keeps no state of its own):
+ *   - chains of the filter table whose name starts with `cali-`. Every rule it writes into them carries a
+ *     hash comment `cali:<16 chars>` (Felix style): a SHA-224 over the render version, the chain name, the
+ *     previous rule's hash and the rule text. A chain is unchanged iff the list of hashes read back from
+ *     `iptables-save` equals the desired list (the kernel normalises rule text, e.g. `-s 1.2.3.4` →
+ *     `-s 1.2.3.4/32`, so the text itself cannot be compared; the comment survives). A rule without a hash
+ *     (someone appended to our chain by hand) makes the chain differ, so it is rewritten;
+ *   - hook jumps: rules in any other chain (FORWARD, INPUT, ...) that jump (`-j`/`-g`) to a `cali-` chain
+ *     AND carry a comment starting with `cali:`. The one it writes is
+ *     `-m comment --comment "cali:hook" -j <target>` at position 1; anything else matching that pattern
+ *     (a stale target, a duplicate, LinuxDataplane's older `cali:forward-jump`) is deleted by its exact
+ *     saved spec, never by number. A hook that is present but no longer first (Docker inserted above it) is
+ *     deleted and re-inserted at 1 in the same transaction;
+ *   - ipsets whose name starts with `cali40` (desired) or `cali4t` (its temporary sets: `cali4t` + the
+ *     rest of the name, same length, so at most 31 characters like the original).
+ * It never touches other chains, other rules in kernel chains, or other sets. A `cali-` chain that is no
+ * longer desired but is still the target of a rule it does not own (someone's `-j cali-x`) is left as it is
+ * (with a warning) together with every chain it reaches, since deleting it would fail the transaction.
+ *
+ * One apply: read `iptables-save -t filter` and `ipset save` (in parallel, once), plan (pure:
+ * planFilterUpdate), then run at most these writes, in this order:
+ *   1. `ipset -exist restore`: create new sets; for a set whose members changed, `del` the members that
+ *      went and `add` the new ones (every member that stays is never absent, so no packet sees a set
+ *      missing a member it has both before and after; no flush+refill); a set whose header must change
+ *      (maxelem too small, other options) is rebuilt as its `cali4t` twin and `swap`ped in (atomic); a set
+ *      whose TYPE changes and that no rule references is destroyed and re-created;
+ *   2-3. only for a TYPE change of a set a rule references (swap refuses different types, destroy refuses a
+ *      referenced set): fill the `cali4t` twin with the new type, atomically rewrite every `cali-` chain
+ *      that references the set to use the twin, destroy and re-create the set;
+ *   4. `iptables-restore --noflush`: `*filter`, `:chain - [0:0]` for each chain to create or rewrite
+ *      (declaring flushes just that chain) and for each stale chain, `-D` of stale hook jumps, the `-A`
+ *      rules, `-I K 1` hook jumps, `-X` of stale chains, `COMMIT` — one transaction;
+ *   5. `ipset restore` with `destroy` of sets no longer desired (and used twins), now that no rule of ours
+ *      references them. A set that cannot be destroyed (a foreign rule uses it) is left with a warning.
+ * So sets exist before the rules that use them and are destroyed only after the rules that used them.
+ * With nothing to change, only the two reads run. Every apply is serialised with the previous one.
+ *
+ * Errors: a failing command (CommandFailedError, with stderr) is rethrown as a FilterApplyError that names
+ * the chain or set of the failing input line (iptables-restore and ipset report the line number).
+ */
+import { createHash } from 'node:crypto';
+import { CommandFailedError, ValidationError } from '../lib/errors.js';
+import type { CommandRunner } from '../lib/exec.js';
+import { silentLogger, type Logger } from '../lib/log.js';
+import type { ChainSpec, DesiredFilterState, FilterApplyReport, IpsetSpec, PolicyDataplane } from './policy-types.js';
+
+export const CHAIN_PREFIX = 'cali-';
+export const IPSET_PREFIX = 'cali40';
+export const TEMP_IPSET_PREFIX = 'cali4t';
+/** The comment on every hook jump this module inserts. */
+export const HOOK_COMMENT = 'cali:hook';
+/** Our comments (rule hashes, hooks, older hook comments) all start with this. */
+export const OWNED_COMMENT_PREFIX = 'cali:';
+/** Bump to make every chain be rewritten once (when the rendering of rules changes). */
+const RENDER_VERSION = '1';
+const HASH_LENGTH = 16;
+const MAX_CHAIN_NAME = 28;
+const MAX_SET_NAME = 31;
+const DEFAULT_MAXELEM = 65536;
+
+export const IPTABLES_SAVE_ARGV: readonly string[] = ['iptables-save', '-t', 'filter'];
+export const IPSET_SAVE_ARGV: readonly string[] = ['ipset', 'save'];
+/** `-w 10`: wait for the xtables lock (legacy backend) instead of failing at once; ignored by nf_tables. */
+export const IPTABLES_RESTORE_ARGV: readonly string[] = ['iptables-restore', '--noflush', '-w', '10'];
+export const IPSET_RESTORE_ARGV: readonly string[] = ['ipset', '-exist', 'restore'];
+
+// ---------------------------------------------------------------------------------------------------
+// Tokens
+
+/** Splits a rule like iptables-restore does: whitespace-separated, double quotes group (with `\"`). */
+export function tokenizeRule(rule: string): string[] {
+  if (!rule.includes('"')) return rule.split(/\s+/).filter((t) => t !== ''); // the common case, fast
+  const out: string[] = [];
+  let cur = '';
+  let inToken = false;
+  let quoted = false;
+  for (let i = 0; i < rule.length; i++) {
+    const ch = rule[i] as string;
+    if (quoted) {
+      if (ch === '\\' && rule[i + 1] === '"') {
+        cur += '"';
+        i++;
+      } else if (ch === '"') {
+        quoted = false;
+      } else {
+        cur += ch;
+      }
+    } else if (ch === '"') {
+      quoted = true;
+      inToken = true;
+    } else if (/\s/.test(ch)) {
+      if (inToken) out.push(cur);
+      cur = '';
+      inToken = false;
+    } else {
+      cur += ch;
+      inToken = true;
+    }
+  }
+  if (inToken) out.push(cur);
+  return out;
+}
+
+/** Values following any of `options` in a token list (e.g. the targets of `-j`/`-g`). */
+function optionValues(tokens: readonly string[], options: readonly string[]): string[] {
+  const out: string[] = [];
+  tokens.forEach((t, i) => {
+    const next = tokens[i + 1];
+    if (options.includes(t) && next !== undefined) out.push(next);
+  });
+  return out;
+}
+
+const JUMP_OPTIONS = ['-j', '--jump', '-g', '--goto'] as const;
+const SET_OPTIONS = ['--match-set', '--set'] as const;
+
+function jumpTargets(tokens: readonly string[]): string[] {
+  return optionValues(tokens, JUMP_OPTIONS);
+}
+function comments(tokens: readonly string[]): string[] {
+  return optionValues(tokens, ['--comment']);
+}
+function setRefs(tokens: readonly string[]): string[] {
+  return optionValues(tokens, SET_OPTIONS);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading: iptables-save and ipset save
+
+export interface ParsedChain {
+  name: string;
+  /** `ACCEPT`/`DROP` for built-in chains, `-` for user chains. */
+  policy: string;
+  /** Each rule as iptables-save prints it after `-A <chain> `. */
+  rules: string[];
+}
+
+export interface ParsedFilterTable {
+  /** In the order iptables-save lists them. */
+  chains: Map<string, ParsedChain>;
+}
+
+/** Parses the `*filter` section of `iptables-save` output (other tables, comments and counters ignored). */
+export function parseIptablesSave(text: string, table = 'filter'): ParsedFilterTable {
+  const chains = new Map<string, ParsedChain>();
+  let inTable = false;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    if (line.startsWith('*')) {
+      inTable = line.slice(1) === table;
+      continue;
+    }
+    if (!inTable) continue;
+    if (line === 'COMMIT') {
+      inTable = false;
+      continue;
+    }
+    if (line.startsWith(':')) {
+      const [name, policy] = line.slice(1).split(/\s+/);
+      if (name) chains.set(name, { name, policy: policy ?? '-', rules: [] });
+      continue;
+    }
+    // With -c, rules start with their counters: "[p:b] -A chain ...".
+    const m = /^(?:\[\d+:\d+\]\s+)?-A\s+(\S+)(?:\s+(.*))?$/.exec(line);
+    if (m) {
+      const name = m[1] as string;
+      let chain = chains.get(name);
+      if (!chain) {
+        chain = { name, policy: '-', rules: [] };
+        chains.set(name, chain);
+      }
+      chain.rules.push((m[2] ?? '').replace(/\s+/g, ' '));
+    }
+  }
+  return { chains };
+}
+
+export interface ParsedIpset {
+  name: string;
+  type: string;
+  /** The header options after the type, as `ipset save` prints them (`family inet hashsize 1024 ...`). */
+  options: string[];
+  /** Canonical members (see canonicalMembers); unparsable ones as printed. */
+  members: string[];
+}
+
+export type ParsedIpsets = Map<string, ParsedIpset>;
+
+/** Parses `ipset save` (= `ipset list -o save`) output: `create <name> <type> <options>` and `add <name> <member> ...`. */
+export function parseIpsetSave(text: string): ParsedIpsets {
+  const sets: ParsedIpsets = new Map();
+  for (const raw of text.split('\n')) {
+    const parts = raw.trim().split(/\s+/);
+    const [cmd, name, arg, ...rest] = parts;
+    if (!name || !arg) continue;
+    if (cmd === 'create') {
+      sets.set(name, { name, type: arg, options: rest, members: [] });
+    } else if (cmd === 'add') {
+      const set = sets.get(name);
+      if (!set) continue;
+      const canon = tryCanonicalMember(arg);
+      set.members.push(...(canon ?? [arg]));
+    }
+  }
+  return sets;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rendering
+
+/** The hash comments of a chain's rules, in order (each depends on the chain, the rule and the one before). */
+export function ruleHashes(chain: string, rules: readonly string[]): string[] {
+  let prev = `${RENDER_VERSION}:${chain}`;
+  return rules.map((rule) => {
+    const h = createHash('sha224').update(prev).update('\0').update(rule).digest('base64url').slice(0, HASH_LENGTH);
+    prev = h;
+    return h;
+  });
+}
+
+/** A chain's iptables-restore lines: `-A <chain> -m comment --comment "cali:<hash>" <rule>` each. */
+export function renderChainRules(chain: ChainSpec, hashes: readonly string[] = ruleHashes(chain.name, chain.rules)): string[] {
+  return chain.rules.map((rule, i) => `-A ${chain.name} -m comment --comment "${OWNED_COMMENT_PREFIX}${hashes[i] ?? ''}" ${rule}`);
+}
+
+/** The hash comment of a saved rule, if it has one of ours. */
+export function savedRuleHash(rule: string): string | undefined {
+  if (!rule.includes(OWNED_COMMENT_PREFIX)) return undefined;
+  for (const c of comments(tokenizeRule(rule))) {
+    const m = HASH_COMMENT_RE.exec(c);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+const HASH_COMMENT_RE = new RegExp(`^${OWNED_COMMENT_PREFIX}([A-Za-z0-9_-]{${HASH_LENGTH}})$`);
+
+/** The hook jump as it follows `-I <kernel chain> 1 ` (and as iptables-save prints it after `-A <chain> `). */
+export function hookRuleSpec(target: string): string {
+  return `-m comment --comment "${HOOK_COMMENT}" -j ${target}`;
+}
+
+/** A rule in a non-`cali-` chain that is ours: jumps to a `cali-` chain and carries a `cali:` comment. */
+export function isOwnedHookRule(rule: string): boolean {
+  const tokens = tokenizeRule(rule);
+  return (
+    jumpTargets(tokens).some((t) => t.startsWith(CHAIN_PREFIX)) && comments(tokens).some((c) => c.startsWith(OWNED_COMMENT_PREFIX))
+  );
+}
+
+function isHookFor(rule: string, target: string): boolean {
+  return tokenizeRule(rule).join(' ') === tokenizeRule(hookRuleSpec(target)).join(' ');
+}
+
+export function tempSetName(name: string): string {
+  return TEMP_IPSET_PREFIX + name.slice(IPSET_PREFIX.length);
+}
+
+function isOwnedSet(name: string): boolean {
+  return name.startsWith(IPSET_PREFIX) || name.startsWith(TEMP_IPSET_PREFIX);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Validation and normalisation of the desired state
+
+const CHAIN_NAME_RE = /^cali-[A-Za-z0-9_.:-]+$/;
+const SET_NAME_RE = /^cali40[A-Za-z0-9_.:-]+$/;
+const KERNEL_CHAIN_RE = /^[A-Za-z0-9_-]+$/;
+/** Tokens that would turn a rule into another command (they cannot appear in a rule's own arguments). */
+const COMMAND_TOKENS = new Set([
+  '-A', '--append', '-I', '--insert', '-D', '--delete', '-R', '--replace', '-N', '--new-chain', '-X', '--delete-chain',
+  '-F', '--flush', '-P', '--policy', '-E', '--rename-chain', '-Z', '--zero', '-t', '--table',
+]);
+
+function parseIpv4(text: string): { addr: number; prefix: number } | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(text);
+  if (!m) return undefined;
+  const octets = [m[1], m[2], m[3], m[4]].map((o) => o as string);
+  if (octets.some((o) => (o.length > 1 && o.startsWith('0')) || Number(o) > 255)) return undefined;
+  const prefix = m[5] === undefined ? 32 : Number(m[5]);
+  if (prefix > 32 || (m[5] !== undefined && m[5].length > 1 && m[5].startsWith('0'))) return undefined;
+  const addr = octets.reduce((a, o) => a * 256 + Number(o), 0);
+  return { addr, prefix };
+}
+
+function formatIpv4(addr: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(addr / 2 ** s) % 256).join('.');
+}
+
+function maskIpv4(addr: number, prefix: number): number {
+  const size = 2 ** (32 - prefix);
+  return addr - (addr % size);
+}
+
+/** Canonical form of a member as `ipset save` prints it: host bits cleared, `/32` dropped; /0 as two /1s. */
+function tryCanonicalMember(text: string): string[] | undefined {
+  const p = parseIpv4(text);
+  if (!p) return undefined;
+  if (p.prefix === 0) return ['0.0.0.0/1', '128.0.0.0/1'];
+  const net = formatIpv4(maskIpv4(p.addr, p.prefix));
+  return [p.prefix === 32 ? net : `${net}/${p.prefix}`];
+}
+
+/** The members of a desired set in canonical form, deduplicated and sorted. Throws ValidationError. */
+export function canonicalMembers(set: IpsetSpec, where = `ipset ${set.name}`): string[] {
+  const out = new Set<string>();
+  set.members.forEach((m, i) => {
+    const p = parseIpv4(m);
+    if (!p) throw new ValidationError(`${where}.members[${i}]`, `${JSON.stringify(m)} is not an IPv4 address or CIDR`);
+    if (set.type === 'hash:ip' && p.prefix !== 32) {
+      throw new ValidationError(`${where}.members[${i}]`, `${m}: a hash:ip set holds single addresses; use a hash:net set for CIDRs`);
+    }
+    for (const c of tryCanonicalMember(m) ?? []) out.add(c);
+  });
+  return [...out].sort();
+}
+
+interface NormalisedSet {
+  name: string;
+  type: IpsetSpec['type'];
+  members: string[];
+  maxelem: number;
+}
+
+/** A validated desired state, with each chain's rendered lines and hashes (from normaliseDesired). */
+export interface NormalisedDesired {
+  chains: Map<string, { spec: ChainSpec; lines: string[]; hashes: string[] }>;
+  sets: Map<string, NormalisedSet>;
+  hooks: Map<string, string>;
+}
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** Validates `desired` (names, rule text, references, members) and precomputes what planning needs. */
+export function normaliseDesired(desired: DesiredFilterState): NormalisedDesired {
+  const sets = new Map<string, NormalisedSet>();
+  desired.ipsets.forEach((s, i) => {
+    const where = `ipsets[${i}]`;
+    if (!SET_NAME_RE.test(s.name) || s.name.length > MAX_SET_NAME) {
+      throw new ValidationError(`${where}.name`, `${JSON.stringify(s.name)} must be "${IPSET_PREFIX}" followed by [A-Za-z0-9_.:-], at most ${MAX_SET_NAME} characters`);
+    }
+    if (s.type !== 'hash:net' && s.type !== 'hash:ip') throw new ValidationError(`${where}.type`, `${JSON.stringify(s.type)} must be hash:net or hash:ip`);
+    if (sets.has(s.name)) throw new ValidationError(where, `ipset ${s.name} is listed twice`);
+    const members = canonicalMembers(s, where);
+    sets.set(s.name, { name: s.name, type: s.type, members, maxelem: Math.max(DEFAULT_MAXELEM, nextPow2(members.length)) });
+  });
+
+  const names = new Set<string>();
+  desired.chains.forEach((c, i) => {
+    if (!CHAIN_NAME_RE.test(c.name) || c.name.length > MAX_CHAIN_NAME) {
+      throw new ValidationError(`chains[${i}].name`, `${JSON.stringify(c.name)} must be "${CHAIN_PREFIX}" followed by [A-Za-z0-9_.:-], at most ${MAX_CHAIN_NAME} characters`);
+    }
+    if (names.has(c.name)) throw new ValidationError(`chains[${i}]`, `chain ${c.name} is listed twice`);
+    names.add(c.name);
+  });
+
+  const chains = new Map<string, { spec: ChainSpec; lines: string[]; hashes: string[] }>();
+  desired.chains.forEach((c, i) => {
+    c.rules.forEach((rule, j) => {
+      const fail = (reason: string): never => {
+        throw new ValidationError(`chains[${i}] (${c.name}).rules[${j}]`, reason);
+      };
+      if (/[\r\n\0]/.test(rule)) fail('a rule must be on one line');
+      const tokens = tokenizeRule(rule);
+      if (tokens.length === 0) fail('empty rule');
+      tokens.forEach((t, k) => {
+        if (COMMAND_TOKENS.has(t)) fail(`${JSON.stringify(rule)}: give only the rule's arguments, without ${t}`);
+        const prev = tokens[k - 1];
+        if (prev === undefined) return;
+        if ((JUMP_OPTIONS as readonly string[]).includes(prev) && t.startsWith(CHAIN_PREFIX) && !names.has(t)) {
+          fail(`jumps to ${t}, which is not among the desired chains`);
+        }
+        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t) && !sets.has(t)) {
+          fail(`matches ipset ${t}, which is not among the desired ipsets`);
+        }
+      });
+    });
+    const hashes = ruleHashes(c.name, c.rules);
+    chains.set(c.name, { spec: { name: c.name, rules: [...c.rules] }, lines: renderChainRules(c, hashes), hashes });
+  });
+
+  const hooks = new Map<string, string>();
+  for (const [kernelChain, target] of Object.entries(desired.hooks)) {
+    if (!KERNEL_CHAIN_RE.test(kernelChain) || kernelChain.startsWith(CHAIN_PREFIX)) {
+      throw new ValidationError(`hooks.${kernelChain}`, 'hooks go from a chain that is not ours (FORWARD, INPUT, OUTPUT, ...) into a cali- chain');
+    }
+    if (!names.has(target)) throw new ValidationError(`hooks.${kernelChain}`, `target ${JSON.stringify(target)} is not among the desired chains`);
+    hooks.set(kernelChain, target);
+  }
+  return { chains, sets, hooks };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The plan (pure)
+
+/** One restore input and, for error messages, which chain or set each of its lines belongs to. */
+class Script {
+  readonly lines: string[] = [];
+  readonly owners: string[] = [];
+  push(owner: string, ...lines: string[]): void {
+    for (const l of lines) {
+      this.lines.push(l);
+      this.owners.push(owner);
+    }
+  }
+  get empty(): boolean {
+    return this.lines.length === 0;
+  }
+  text(): string {
+    return this.lines.join('\n') + '\n';
+  }
+}
+
+export interface FilterPlan {
+  /** Step 1, `ipset -exist restore`: creates, member deltas, swaps; undefined if no set changes. */
+  ipsetInput?: string;
+  /** Steps 2-3, only for a type change of a referenced set: iptables detour onto the twin, then re-create. */
+  detourRestoreInput?: string;
+  detourIpsetInput?: string;
+  /** Step 4, `iptables-restore --noflush`; undefined if the table needs no change. */
+  restoreInput?: string;
+  /** Step 5: sets to destroy once the rules no longer reference them. */
+  deleteSetsAfter: string[];
+  /** Chains created, rewritten or deleted, and kernel chains whose hook jump was inserted or removed (sorted). */
+  changedChains: string[];
+  /** Desired sets created or changed, and stale `cali40` sets to destroy (sorted). */
+  changedSets: string[];
+  /** For each input above, the chain or set each line (index = line number - 1) belongs to. */
+  lineOwners: { ipset: string[]; detourRestore: string[]; detourIpset: string[]; restore: string[] };
+  /** Things left alone on purpose (e.g. a stale chain someone else's rule still jumps to). */
+  warnings: string[];
+}
+
+const KNOWN_SET_OPTIONS = new Set(['family', 'hashsize', 'maxelem', 'bucketsize', 'initval']);
+
+function headerOption(set: ParsedIpset, key: string): string | undefined {
+  const i = set.options.indexOf(key);
+  return i >= 0 ? set.options[i + 1] : undefined;
+}
+
+/** Can the existing set be brought to `want` by adding and deleting members? */
+function deltaCompatible(cur: ParsedIpset, want: NormalisedSet): boolean {
+  if (cur.type !== want.type || (headerOption(cur, 'family') ?? 'inet') !== 'inet') return false;
+  const maxelem = Number(headerOption(cur, 'maxelem') ?? DEFAULT_MAXELEM);
+  if (!(maxelem >= want.members.length)) return false;
+  for (let i = 0; i < cur.options.length; i++) {
+    const k = cur.options[i] as string;
+    if (!KNOWN_SET_OPTIONS.has(k)) return false; // timeout, counters, comment, netmask, ...
+    i++; // skip its value
+  }
+  return true;
+}
+
+/** Can `want` be built aside and swapped in? (The kernel swaps only sets of the same type and family.) */
+function swapCompatible(cur: ParsedIpset, want: NormalisedSet): boolean {
+  return cur.type === want.type && (headerOption(cur, 'family') ?? 'inet') === 'inet';
+}
+
+function createLine(name: string, s: NormalisedSet): string {
+  return `create ${name} ${s.type} family inet maxelem ${s.maxelem}`;
+}
+
+/** Whether any rule of the table matches the set (its name after --match-set). */
+function tableReferencesSet(table: ParsedFilterTable, set: string): boolean {
+  for (const c of table.chains.values()) {
+    for (const r of c.rules) if (setRefs(tokenizeRule(r)).includes(set)) return true;
+  }
+  return false;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Pure diff between what the kernel holds (`current`, `currentSets`) and `desired`: the restore inputs
+ * that change exactly what differs, in the order FilterApplier runs them. Throws ValidationError for an
+ * invalid desired state or a hook into a chain the table does not have.
+ */
+export function planFilterUpdate(current: ParsedFilterTable, currentSets: ParsedIpsets, desired: DesiredFilterState): FilterPlan {
+  return planNormalised(current, currentSets, normaliseDesired(desired));
+}
+
+/** planFilterUpdate for a state normaliseDesired() already validated. */
+export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIpsets, want: NormalisedDesired): FilterPlan {
+  const changedChains = new Set<string>();
+  const changedSets = new Set<string>();
+  const warnings: string[] = [];
+
+  // --- ipsets -----------------------------------------------------------------------------------
+  const ipset = new Script();
+  const detourIpset = new Script();
+  const detoured = new Map<string, string>(); // set -> twin rebuilt with the new type
+  const usedTwins = new Set<string>(); // twins still referenced after step 4 → destroyed in step 5
+  const handledTwins = new Set<string>(); // existing twins the script itself destroys or reuses
+  for (const s of [...want.sets.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    const cur = currentSets.get(s.name);
+    const twin = tempSetName(s.name);
+    const adds = (name: string): string[] => s.members.map((m) => `add ${name} ${m}`);
+    if (!cur) {
+      ipset.push(s.name, createLine(s.name, s), ...adds(s.name));
+      changedSets.add(s.name);
+      continue;
+    }
+    if (deltaCompatible(cur, s)) {
+      const have = new Set(cur.members);
+      const wanted = new Set(s.members);
+      const dels = cur.members.filter((m) => !wanted.has(m));
+      const news = s.members.filter((m) => !have.has(m));
+      if (dels.length + news.length === 0) continue;
+      // Deletions first: the set never holds more than either the old or the new members, nor exceeds maxelem.
+      ipset.push(s.name, ...dels.map((m) => `del ${s.name} ${m}`), ...news.map((m) => `add ${s.name} ${m}`));
+      changedSets.add(s.name);
+      continue;
+    }
+    changedSets.add(s.name);
+    if (currentSets.has(twin)) {
+      ipset.push(s.name, `destroy ${twin}`); // left by an interrupted apply
+      handledTwins.add(twin);
+    }
+    if (swapCompatible(cur, s)) {
+      ipset.push(s.name, createLine(twin, s), ...adds(twin), `swap ${twin} ${s.name}`, `destroy ${twin}`);
+    } else if (!tableReferencesSet(current, s.name)) {
+      ipset.push(s.name, `destroy ${s.name}`, createLine(s.name, s), ...adds(s.name));
+    } else {
+      ipset.push(s.name, createLine(twin, s), ...adds(twin));
+      detourIpset.push(s.name, `destroy ${s.name}`, createLine(s.name, s), ...adds(s.name));
+      detoured.set(s.name, twin);
+      usedTwins.add(twin);
+    }
+  }
+  const deleteSetsAfter: string[] = [];
+  for (const name of [...currentSets.keys()].sort()) {
+    if (name.startsWith(IPSET_PREFIX) && !want.sets.has(name)) {
+      deleteSetsAfter.push(name);
+      changedSets.add(name);
+    } else if (name.startsWith(TEMP_IPSET_PREFIX) && !handledTwins.has(name)) {
+      deleteSetsAfter.push(name); // a twin left by an interrupted apply
+    }
+  }
+  for (const twin of usedTwins) deleteSetsAfter.push(twin);
+
+  // --- iptables: detour (rare) --------------------------------------------------------------------
+  const detourRestore = new Script();
+  const detouredChains = new Set<string>();
+  if (detoured.size > 0) {
+    detourRestore.push('', '*filter');
+    for (const c of current.chains.values()) {
+      if (!c.name.startsWith(CHAIN_PREFIX)) continue;
+      const uses = c.rules.some((r) => setRefs(tokenizeRule(r)).some((s) => detoured.has(s)));
+      if (!uses) continue;
+      detouredChains.add(c.name);
+      const rules = c.rules.map((r) => {
+        let out = r;
+        for (const [set, twin] of detoured) out = out.replace(new RegExp(`(--match-set\\s+)${escapeRe(set)}(?=\\s|$)`, 'g'), `$1${twin}`);
+        return `-A ${c.name} ${out}`;
+      });
+      detourRestore.push(c.name, `:${c.name} - [0:0]`, ...rules);
+    }
+    detourRestore.push('', 'COMMIT');
+  }
+
+  // --- iptables: the main transaction -------------------------------------------------------------
+  const decls = new Script();
+  const hookDels = new Script();
+  const adds = new Script();
+  const hookInserts = new Script();
+  const deletes = new Script();
+
+  for (const [name, c] of want.chains) {
+    const cur = current.chains.get(name);
+    if (cur) {
+      const hashes = cur.rules.map(savedRuleHash);
+      const same =
+        hashes.length === c.hashes.length &&
+        hashes.every((h, i) => h === c.hashes[i]) &&
+        !detouredChains.has(name) &&
+        !cur.rules.some((r) => r.includes(TEMP_IPSET_PREFIX) && setRefs(tokenizeRule(r)).some((s) => s.startsWith(TEMP_IPSET_PREFIX)));
+      if (same) continue;
+    }
+    decls.push(name, `:${name} - [0:0]`);
+    adds.push(name, ...c.lines);
+    changedChains.add(name);
+  }
+
+  // Hooks: exactly one owned jump per hooked kernel chain, in first position; no other owned jumps anywhere.
+  for (const [kernelChain, target] of want.hooks) {
+    if (!current.chains.has(kernelChain)) {
+      throw new ValidationError(`hooks.${kernelChain}`, `the filter table has no chain ${kernelChain}`);
+    }
+  }
+  for (const c of current.chains.values()) {
+    if (c.name.startsWith(CHAIN_PREFIX)) continue;
+    const target = want.hooks.get(c.name);
+    const owned = c.rules.filter(isOwnedHookRule);
+    const first = c.rules[0];
+    const ok = target !== undefined ? owned.length === 1 && first !== undefined && isHookFor(first, target) : owned.length === 0;
+    if (ok) continue;
+    for (const r of owned) hookDels.push(c.name, `-D ${c.name} ${r}`);
+    if (target !== undefined) hookInserts.push(c.name, `-I ${c.name} 1 ${hookRuleSpec(target)}`);
+    changedChains.add(c.name);
+  }
+
+  // Stale chains: flush (by declaring) and delete, unless a rule we do not own still jumps to one.
+  const stale = [...current.chains.keys()].filter((n) => n.startsWith(CHAIN_PREFIX) && !want.chains.has(n));
+  const keep = new Set<string>();
+  const staleSet = new Set(stale);
+  const pending: string[] = [];
+  for (const c of current.chains.values()) {
+    if (c.name.startsWith(CHAIN_PREFIX)) continue;
+    for (const r of c.rules) {
+      if (isOwnedHookRule(r)) continue;
+      for (const t of jumpTargets(tokenizeRule(r))) {
+        if (staleSet.has(t) && !keep.has(t)) {
+          keep.add(t);
+          pending.push(t);
+          warnings.push(`chain ${t} is no longer wanted but "-A ${c.name} ${r}" (not ours) jumps to it: left in place`);
+        }
+      }
+    }
+  }
+  while (pending.length > 0) {
+    const name = pending.pop() as string;
+    for (const r of current.chains.get(name)?.rules ?? []) {
+      for (const t of jumpTargets(tokenizeRule(r))) {
+        if (staleSet.has(t) && !keep.has(t)) {
+          keep.add(t);
+          pending.push(t);
+        }
+      }
+    }
+  }
+  for (const name of stale) {
+    if (keep.has(name)) continue;
+    decls.push(name, `:${name} - [0:0]`);
+    deletes.push(name, `-X ${name}`);
+    changedChains.add(name);
+  }
+
+  const restore = new Script();
+  if (!decls.empty || !hookDels.empty || !hookInserts.empty) {
+    restore.push('', '*filter');
+    for (const part of [decls, hookDels, adds, hookInserts, deletes]) part.lines.forEach((l, i) => restore.push(part.owners[i] ?? '', l));
+    restore.push('', 'COMMIT');
+  }
+
+  return {
+    ...(ipset.empty ? {} : { ipsetInput: ipset.text() }),
+    ...(detourRestore.empty ? {} : { detourRestoreInput: detourRestore.text(), detourIpsetInput: detourIpset.text() }),
+    ...(restore.empty ? {} : { restoreInput: restore.text() }),
+    deleteSetsAfter,
+    changedChains: [...changedChains].sort(),
+    changedSets: [...changedSets].sort(),
+    lineOwners: { ipset: ipset.owners, detourRestore: detourRestore.owners, detourIpset: detourIpset.owners, restore: restore.owners },
+    warnings,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Errors
+
+/** A restore that failed, naming the chains or sets of the failing line (still a CommandFailedError). */
+export class FilterApplyError extends CommandFailedError {
+  constructor(
+    /** What was being done: e.g. "writing iptables chain cali-tw-x". */
+    readonly what: string,
+    /** The chains or sets the failure is attributed to. */
+    readonly objects: readonly string[],
+    cause: CommandFailedError,
+  ) {
+    super(cause.argv, cause.exitCode, cause.signal, cause.stderr);
+    this.message = `${what} failed: ${cause.message}`;
+    this.cause = cause;
+  }
+}
+
+/** The 1-based line a restore's stderr blames ("Error occurred at line: 4", "line 4: ...", "Error in line 4:"). */
+export function failedLine(stderr: string): number | undefined {
+  const m = /\bline:?\s+(\d+)/i.exec(stderr);
+  return m ? Number(m[1]) : undefined;
+}
+
+function blame(err: CommandFailedError, owners: readonly string[], kind: 'iptables chain' | 'ipset'): { what: string; objects: string[] } {
+  const line = failedLine(err.stderr);
+  const owner = line !== undefined ? owners[line - 1] : undefined;
+  if (owner) return { what: `${kind === 'ipset' ? 'updating ipset' : 'writing iptables chain'} ${owner} (input line ${line})`, objects: [owner] };
+  const all = [...new Set(owners.filter((o) => o !== ''))];
+  const shown = all.slice(0, 5).join(', ') + (all.length > 5 ? ` and ${all.length - 5} more` : '');
+  return { what: `${kind === 'ipset' ? 'updating ipsets' : 'writing iptables chains'} ${shown}`, objects: all };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The applier
+
+export interface FilterApplierOptions {
+  log?: Logger;
+}
+
+export class FilterApplier implements PolicyDataplane {
+  private readonly log: Logger;
+  private last: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly runner: CommandRunner,
+    options: FilterApplierOptions = {},
+  ) {
+    this.log = (options.log ?? silentLogger).child({ component: 'filter-applier' });
+  }
+
+  apply(desired: DesiredFilterState): Promise<FilterApplyReport> {
+    // Validate (and snapshot) before queueing, so a bad desired state fails at once and touches nothing.
+    let want: NormalisedDesired;
+    try {
+      want = normaliseDesired(desired);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const run = this.last.then(
+      () => this.doApply(want),
+      () => this.doApply(want),
+    );
+    this.last = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Reads the kernel's filter table and ipsets (the only commands a no-op apply runs). */
+  async readState(): Promise<{ table: ParsedFilterTable; sets: ParsedIpsets }> {
+    const [save, sets] = await Promise.all([this.runner.run(IPTABLES_SAVE_ARGV), this.runner.run(IPSET_SAVE_ARGV)]);
+    return { table: parseIptablesSave(save.stdout), sets: parseIpsetSave(sets.stdout) };
+  }
+
+  private async doApply(want: NormalisedDesired): Promise<FilterApplyReport> {
+    const started = Date.now();
+    const { table, sets } = await this.readState();
+    const plan = planNormalised(table, sets, want);
+    for (const w of plan.warnings) this.log.warn(w);
+
+    await this.restore(IPSET_RESTORE_ARGV, plan.ipsetInput, plan.lineOwners.ipset, 'ipset');
+    await this.restore(IPTABLES_RESTORE_ARGV, plan.detourRestoreInput, plan.lineOwners.detourRestore, 'iptables chain');
+    await this.restore(IPSET_RESTORE_ARGV, plan.detourIpsetInput, plan.lineOwners.detourIpset, 'ipset');
+    await this.restore(IPTABLES_RESTORE_ARGV, plan.restoreInput, plan.lineOwners.restore, 'iptables chain');
+    const notDestroyed = await this.destroySets(plan.deleteSetsAfter);
+
+    const report: FilterApplyReport = {
+      changedChains: plan.changedChains,
+      changedSets: plan.changedSets.filter((s) => !notDestroyed.has(s)),
+    };
+    const fields = { chains: report.changedChains.length, sets: report.changedSets.length, ms: Date.now() - started };
+    if (report.changedChains.length + report.changedSets.length > 0) this.log.info('filter table updated', fields);
+    else this.log.debug('filter table up to date', fields);
+    return report;
+  }
+
+  private async restore(argv: readonly string[], input: string | undefined, owners: readonly string[], kind: 'iptables chain' | 'ipset'): Promise<void> {
+    if (input === undefined) return;
+    try {
+      await this.runner.run(argv, { input });
+    } catch (err) {
+      if (!(err instanceof CommandFailedError)) throw err;
+      const { what, objects } = blame(err, owners, kind);
+      const wrapped = new FilterApplyError(what, objects, err);
+      this.log.error('filter update failed', { err: wrapped });
+      throw wrapped;
+    }
+  }
+
+  /**
+   * Destroys sets in one `ipset restore`; `ipset restore` stops at the first failing line, so on failure
+   * that set is skipped (left with a warning: something not ours still uses it) and the rest retried.
+   * Returns the sets that could not be destroyed.
+   */
+  private async destroySets(names: readonly string[]): Promise<Set<string>> {
+    const failed = new Set<string>();
+    let rest = [...names];
+    while (rest.length > 0) {
+      try {
+        await this.runner.run(IPSET_RESTORE_ARGV, { input: rest.map((n) => `destroy ${n}`).join('\n') + '\n' });
+        return failed;
+      } catch (err) {
+        if (!(err instanceof CommandFailedError)) throw err;
+        const line = failedLine(err.stderr);
+        const culprit = line !== undefined ? rest[line - 1] : undefined;
+        if (culprit === undefined) {
+          // Cannot tell which one: try each once.
+          for (const n of rest) {
+            try {
+              await this.runner.run(['ipset', 'destroy', n]);
+            } catch (e) {
+              if (e instanceof CommandFailedError && /does not exist/.test(e.stderr)) continue;
+              failed.add(n);
+              this.log.warn('cannot destroy ipset; left in place', { set: n, err: e });
+            }
+          }
+          return failed;
+        }
+        failed.add(culprit);
+        this.log.warn('cannot destroy ipset (still in use by something that is not ours?); left in place', { set: culprit, stderr: err.stderr.trim() });
+        rest = rest.slice((line ?? 1));
+      }
+    }
+    return failed;
+  }
+}
