@@ -517,7 +517,8 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
       const dels = cur.members.filter((m) => !wanted.has(m));
       const news = s.members.filter((m) => !have.has(m));
       if (dels.length + news.length === 0) continue;
-      // Deletions first: the set never holds more than either the old or the new members, nor exceeds maxelem.
+      // Deletions first: in between, the set is smaller rather than larger (fail closed for allow-lists)
+      // and never exceeds maxelem. A member in both lists is never touched.
       ipset.push(s.name, ...dels.map((m) => `del ${s.name} ${m}`), ...news.map((m) => `add ${s.name} ${m}`));
       changedSets.add(s.name);
       continue;
