@@ -14,8 +14,9 @@
  * reconcile() only ever deletes things carrying those marks: `cali*` veths, `proto 80` unicast routes whose
  * device is such a veth, and `proto 80` blackholes. It never deletes anything on another device (so the
  * 169.254.1.1 route on lo, other layers' `proto 80` routes on vxlan/tunnel devices, and everybody else's
- * links and routes are safe). The cali-FORWARD chain is owned wholly by this module: ensureBase() rewrites
- * it when its content differs from the two accept rules.
+ * links and routes are safe). Only with `manageForwardChain` (policy enforcement off) does this module own
+ * cali-FORWARD: ensureBase() then rewrites it when its content differs from the two accept rules. With
+ * enforcement on (the default), dataplane/filter-applier.ts owns every cali-* chain instead.
  *
  * Verified on the kernel (test/kernel/dataplane.test.ts): proxy ARP on the host veth answers for
  * 169.254.1.1 only if the host has a unicast route covering 169.254.1.1 through another device; with no

@@ -52,6 +52,7 @@ describe('policy across two hosts', { timeout: 600_000 }, () => {
     await run(b, 'web', 'net1', { role: 'web' });
     await run(b, 'other', 'net1');
     await run(b, 'stranger', 'net2');
+    await run(a, 'neighbour', 'net1');
   });
   after(async () => {
     if (process.exitCode) for (const host of t?.hosts ?? []) process.stderr.write(`--- ${host.name}\n${host.node?.log().slice(-3000) ?? ''}\n`);
@@ -88,6 +89,8 @@ spec:
     await waitFor(async () => !(await tcp(b, 'other', 'db')), 5_000, 'other → db blocked');
     process.stdout.write(`# policy applied → enforced across hosts in ${Date.now() - started} ms (includes the CLI)\n`);
     assert.equal(await tcp(b, 'web', 'db'), true, 'web → db:5432 allowed');
+    assert.equal(await tcp(a, 'neighbour', 'db'), false, 'denied on the same host too');
+    assert.equal(await tcp(b, 'web', 'db', 5433), false, 'only port 5432');
     assert.equal(await ping(b, 'web', 'db'), false, 'ICMP is not in the policy');
     assert.equal(await tcp(a, 'db', 'web'), true, 'egress from db is not policed (Ingress only), and web accepts net1');
   });
@@ -115,6 +118,60 @@ spec:
     assert.equal(await ping(b, 'web', 'db'), true, 'the profile allows ICMP too');
     assert.equal(await tcp(b, 'other', 'db'), false, 'other is still caught by db-from-web');
     await del('globalnetworkpolicy', 'deny-web-first');
+  });
+
+  it('Log logs and carries on', async () => {
+    await apply(`apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: log-web}
+spec:
+  order: 5
+  selector: role == 'db'
+  ingress: [{action: Log, protocol: TCP, source: {selector: role == 'web'}}]
+`);
+    const logPackets = async () => {
+      const save = (await a.exec(['iptables-save', '-c', '-t', 'filter'])).stdout;
+      return save.split('\n').filter((l) => l.includes('-j LOG')).reduce((n, l) => n + Number(/^\[(\d+):/.exec(l)?.[1] ?? 0), 0);
+    };
+    await waitFor(async () => (await a.exec(['iptables-save', '-t', 'filter'])).stdout.includes('-j LOG'), 5_000, 'LOG rule installed');
+    const before = await logPackets();
+    assert.equal(await tcp(b, 'web', 'db'), true, 'Log does not decide: db-from-web still allows');
+    assert.ok((await logPackets()) > before, 'the LOG rule counted the packets');
+    await del('globalnetworkpolicy', 'log-web');
+  });
+
+  it("a label added by the network's profile (labelsToApply) is matched by selectors", async () => {
+    await apply(`apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-backend}
+spec:
+  order: 1
+  selector: role == 'db'
+  ingress: [{action: Deny, source: {selector: tier == 'backend'}}]
+`);
+    assert.equal(await tcp(b, 'web', 'db'), true, 'nobody is tier=backend yet');
+    const profile = (
+      await a.exec([process.execPath, CLI, 'get', 'profile', 'net1', '-o', 'yaml'], { env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: t.etcdEndpoint } })
+    ).stdout;
+    await apply(profile.replace(/labelsToApply:\n/, 'labelsToApply:\n    tier: backend\n'));
+    await waitFor(async () => !(await tcp(b, 'web', 'db')), 5_000, 'web (now tier=backend through net1) denied');
+    await del('globalnetworkpolicy', 'deny-backend');
+  });
+
+  it('an invalid document changes nothing', async () => {
+    const before = (await a.exec(['iptables-save', '-t', 'filter'])).stdout.replace(/^#.*\n/gm, '');
+    await assert.rejects(
+      apply(`apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: broken}
+spec:
+  selector: role == 'db'
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [99999]}}]
+`),
+      /ports/,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await a.exec(['iptables-save', '-t', 'filter'])).stdout.replace(/^#.*\n/gm, ''), before);
   });
 
   it('labels and changes apply to new containers; deleting the policy restores the profile', async () => {
