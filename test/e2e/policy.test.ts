@@ -159,7 +159,16 @@ spec:
   });
 
   it('an invalid document changes nothing', async () => {
-    const before = (await a.exec(['iptables-save', '-t', 'filter'])).stdout.replace(/^#.*\n/gm, '');
+    const table = async () => (await a.exec(['iptables-save', '-t', 'filter'])).stdout.replace(/^#.*\n/gm, '');
+    // Let the previous test's changes settle: two equal snapshots in a row.
+    let before = await table();
+    await waitFor(async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      const now = await table();
+      const stable = now === before;
+      before = now;
+      return stable;
+    }, 10_000, 'filter table settled');
     await assert.rejects(
       apply(`apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -171,7 +180,7 @@ spec:
       /ports/,
     );
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal((await a.exec(['iptables-save', '-t', 'filter'])).stdout.replace(/^#.*\n/gm, ''), before);
+    assert.equal(await table(), before);
   });
 
   it('labels and changes apply to new containers; deleting the policy restores the profile', async () => {
