@@ -102,7 +102,6 @@ export class NodeAgent {
       await policy.start();
       await this.watchPrefixes(PolicyAgent.WATCHED, () => policy.kick());
       policy.kick(); // covers changes between the first computation and the watch
-
     }
     await this.reconciler.start(config.reconcileIntervalMs);
     const network = new NetworkDriver({
