@@ -786,6 +786,10 @@ export function computeFilterState(input: FilterStateInput): DesiredFilterState 
   chains.set(CHAIN.fromWlDispatch, fromDispatch);
   chains.set(CHAIN.toWlDispatch, toDispatch);
   chains.set(CHAIN.forward, [
+    // Fast path: a flow policy accepted when it started is accepted again without walking the dispatch
+    // and endpoint chains (the same verdict their first rule gives), so established traffic pays two rules.
+    `-i cali+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    `-o cali+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
     `-i cali+ ${CLEAR_MARKS}`,
     `-i cali+ -j ${CHAIN.fromWlDispatch}`,
     `-o cali+ ${CLEAR_MARKS}`,

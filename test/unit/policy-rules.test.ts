@@ -337,6 +337,8 @@ describe('computeFilterState: structure', () => {
 
   it('cali-FORWARD dispatches cali+ traffic both ways and accepts only what the endpoint chains accepted', () => {
     assert.deepEqual(chainOf(s, 'cali-FORWARD'), [
+      '-i cali+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+      '-o cali+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
       '-i cali+ -j MARK --set-xmark 0x0/0x30000',
       '-i cali+ -j cali-from-wl-dispatch',
       '-o cali+ -j MARK --set-xmark 0x0/0x30000',
