@@ -33,8 +33,11 @@ test: build
 test-unit: build
 	$(NODE_TEST) $(UNIT_TESTS)
 
+# Each writes its own section of BENCHMARKS.md (about 6 minutes in all; run on a quiet machine).
 bench: build
 	node dist/bench/docker-run.js
+	node dist/bench/cross-host.js
+	node dist/bench/policy.js
 
 # A multi-host testbed on this machine (network namespaces, a dockerd + calico-ts node per host).
 # Builds only when there is no build yet: a rebuild would delete the code a running testbed uses.

@@ -34,6 +34,7 @@ import { release } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
+import { loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/cross-host.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/cross-host.ts: end -->';
@@ -53,12 +54,6 @@ const PORT: Record<string, number> = { calico: 5201, hand: 5202, handnat: 5203, 
 // ---- small statistics -------------------------------------------------------------------------
 
 /** Nearest-rank percentile (p in 0..100) of an unsorted sample. */
-function pct(sample: readonly number[], p: number): number {
-  if (sample.length === 0) return NaN;
-  const s = [...sample].sort((a, b) => a - b);
-  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
-  return s[Math.min(rank, s.length) - 1] ?? NaN;
-}
 /** Median (mean of the two middle values for an even count). */
 function median(sample: readonly number[]): number {
   if (sample.length === 0) return NaN;
@@ -649,13 +644,6 @@ interface Machine {
   loadEnd: string;
 }
 
-const loadavg = (): string => {
-  try {
-    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  } catch {
-    return '?';
-  }
-};
 
 async function tryRun(argv: string[]): Promise<string> {
   try {
@@ -1030,15 +1018,6 @@ function renderSection(r: Results): string {
   return L.join('\n');
 }
 
-async function writeReport(out: string, section: string): Promise<void> {
-  let text = existsSync(out) ? await readFile(out, 'utf8') : '';
-  const b = text.indexOf(BEGIN);
-  const e = text.indexOf(END);
-  if (b >= 0 && e > b) text = `${text.slice(0, b)}${section}${text.slice(e + END.length)}`;
-  else if (text.trim()) text = `${text.trimEnd()}\n\n${section}\n`;
-  else text = `${HEADER}\n${section}\n`;
-  await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
-}
 
 // ---- main ---------------------------------------------------------------------------------------
 
@@ -1152,7 +1131,7 @@ async function main(): Promise<void> {
       comparison,
       wallS: (performance.now() - started) / 1000,
     };
-    await writeReport(o.out, renderSection(results));
+    await writeSection(o.out, renderSection(results), { begin: BEGIN, end: END, header: HEADER });
     const g = (v: Variant): number => median(throughput.map((x) => x.results[v].gbps));
     const rs = reach.map((s) => s.reachMs ?? Infinity);
     process.stdout.write(

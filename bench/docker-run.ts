@@ -33,6 +33,7 @@ import { startCalicoNode, type CalicoNodeHandle } from '../test/helpers/calico-n
 import { startDockerd, type DockerdHandle } from '../test/helpers/dockerd.js';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
+import { loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/docker-run.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/docker-run.ts: end -->';
@@ -56,12 +57,6 @@ const IMAGE = 'local/busybox';
 // ---- small statistics -------------------------------------------------------------------------
 
 /** Nearest-rank percentile (p in 0..100) of an unsorted sample. */
-function pct(sample: readonly number[], p: number): number {
-  if (sample.length === 0) return NaN;
-  const s = [...sample].sort((a, b) => a - b);
-  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
-  return s[Math.min(rank, s.length) - 1] ?? NaN;
-}
 const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 const mean = (xs: readonly number[]): number => (xs.length ? sum(xs) / xs.length : NaN);
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
@@ -117,13 +112,6 @@ interface Machine {
   loadEnd: string;
 }
 
-const loadavg = (): string => {
-  try {
-    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  } catch {
-    return '?';
-  }
-};
 
 async function tryRun(argv: string[]): Promise<string> {
   try {
@@ -636,15 +624,6 @@ function renderSection(r: Results): string {
   return lines.join('\n');
 }
 
-async function writeReport(out: string, section: string): Promise<void> {
-  let text = existsSync(out) ? await readFile(out, 'utf8') : '';
-  const b = text.indexOf(BEGIN);
-  const e = text.indexOf(END);
-  if (b >= 0 && e > b) text = `${text.slice(0, b)}${section}${text.slice(e + END.length)}`;
-  else if (text.trim()) text = `${text.trimEnd()}\n\n${section}\n`;
-  else text = `${HEADER}\n${section}\n`;
-  await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
-}
 
 function printSummary(r: Results): void {
   const p = (v: Variant): number => pct(r.dockerRun.ms[v], 50);
@@ -724,7 +703,7 @@ async function main(): Promise<void> {
 
     machine.loadEnd = loadavg();
     const results: Results = { options: o, machine, dockerRun, handlers, rssAtStart, rssAfterRuns, rssAfterHandlers, blocks, wallS: (performance.now() - started) / 1000 };
-    await writeReport(o.out, renderSection(results));
+    await writeSection(o.out, renderSection(results), { begin: BEGIN, end: END, header: HEADER });
     printSummary(results);
     log(`wrote ${o.out}`);
   } catch (err) {

@@ -52,6 +52,7 @@ import { ExecFileRunner, type CommandResult, type CommandRunner, type RunOptions
 import { networkProfile } from '../plugin/node/docker-sync.js';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
+import { loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/policy.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/policy.ts: end -->';
@@ -79,12 +80,6 @@ const LINEAR_TOLERANCE = 0.1;
 /** Wall-clock ms with sub-ms precision, comparable across processes of this machine. */
 const now = (): number => performance.timeOrigin + performance.now();
 
-function pct(sample: readonly number[], p: number): number {
-  if (sample.length === 0) return NaN;
-  const s = [...sample].sort((a, b) => a - b);
-  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
-  return s[Math.min(rank, s.length) - 1] ?? NaN;
-}
 const mean = (xs: readonly number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const f0 = (n: number): string => (Number.isFinite(n) ? n.toFixed(0) : 'n/a');
 const f1 = (n: number): string => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
@@ -826,13 +821,6 @@ interface Machine {
   loadEnd: string;
 }
 
-const loadavg = (): string => {
-  try {
-    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-  } catch {
-    return '?';
-  }
-};
 
 async function tryRun(argv: string[]): Promise<string> {
   try {
@@ -1492,15 +1480,6 @@ function analysis(r: Results): string[] {
   return L;
 }
 
-async function writeReport(out: string, section: string): Promise<void> {
-  let text = existsSync(out) ? await readFile(out, 'utf8') : '';
-  const b = text.indexOf(BEGIN);
-  const e = text.indexOf(END);
-  if (b >= 0 && e > b) text = `${text.slice(0, b)}${section}${text.slice(e + END.length)}`;
-  else if (text.trim()) text = `${text.trimEnd()}\n\n${section}\n`;
-  else text = `${HEADER}\n${section}\n`;
-  await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
-}
 
 // ---- main ---------------------------------------------------------------------------------------
 
@@ -1543,7 +1522,7 @@ async function main(): Promise<void> {
     const errors = await cleanupOnce();
     if (errors.length) process.exitCode = 1;
     const results: Results = { options: o, machine, wallS: (performance.now() - started) / 1000, scaling, ...live };
-    await writeReport(o.out, renderSection(results));
+    await writeSection(o.out, renderSection(results), { begin: BEGIN, end: END, header: HEADER });
     const m = results.samples.filter((s) => !s.warmup && s.phase === 'loaded');
     const tot = (d: Direction) => m.filter((s) => s.direction === d).map((s) => (Number.isFinite(s.totalMs) ? s.totalMs : Infinity));
     process.stdout.write(

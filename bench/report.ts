@@ -1,0 +1,35 @@
+/** Shared by the benchmarks: percentiles, machine load, and writing one's own section of BENCHMARKS.md. */
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+
+/** Nearest-rank percentile (p in 0..100); NaN for an empty sample. */
+export function pct(sample: readonly number[], p: number): number {
+  if (sample.length === 0) return NaN;
+  const s = [...sample].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * s.length));
+  return s[Math.min(rank, s.length) - 1] ?? NaN;
+}
+
+/** The 1/5/15-minute load averages, for reading a run's numbers in context. */
+export function loadavg(): string {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return '?';
+  }
+}
+
+/**
+ * Replaces the text between `begin` and `end` markers in `out` with `section` (which carries the
+ * markers itself); appends it when absent; starts the file with `header` when it does not exist.
+ * Other benchmarks' sections are left as they are.
+ */
+export async function writeSection(out: string, section: string, markers: { begin: string; end: string; header: string }): Promise<void> {
+  let text = existsSync(out) ? await readFile(out, 'utf8') : '';
+  const b = text.indexOf(markers.begin);
+  const e = text.indexOf(markers.end);
+  if (b >= 0 && e > b) text = `${text.slice(0, b)}${section}${text.slice(e + markers.end.length)}`;
+  else if (text.trim()) text = `${text.trimEnd()}\n\n${section}\n`;
+  else text = `${markers.header}\n${section}\n`;
+  await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
+}
