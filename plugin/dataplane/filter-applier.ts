@@ -3,7 +3,8 @@
  * DesiredFilterState (computed by calc/), writing only what differs, through `iptables-restore --noflush`
  * (one atomic transaction for the table) and `ipset restore`. Nothing else is ever used to write.
  *
- * DESIGN NOTE — what it owns and how it recognises it after a restart (it keeps no state of its own):
+ * DESIGN NOTE — what it owns and how it recognises it after a restart (nothing is persisted; what it keeps
+ * in memory between applies is a cache of the kernel, see below):
  *   - chains of the filter table whose name starts with `cali-`. Every rule it writes into them carries a
  *     hash comment `cali:<16 chars>` (Felix style): a SHA-224 over the render version, the chain name, the
  *     previous rule's hash and the rule text. A chain is unchanged iff the list of hashes read back from
@@ -22,8 +23,8 @@
  * longer desired but is still the target of a rule it does not own (someone's `-j cali-x`) is left as it is
  * (with a warning) together with every chain it reaches, since deleting it would fail the transaction.
  *
- * One apply: read `iptables-save -t filter` and `ipset save` (in parallel, once), plan (pure:
- * planFilterUpdate), then run at most these writes, in this order:
+ * One apply: know the kernel state, plan (pure: planFilterUpdate), then run at most these writes, in this
+ * order:
  *   1. `ipset -exist restore`: create new sets; for a set whose members changed, `del` the members that
  *      went and `add` the new ones (every member that stays is never absent, so no packet sees a set
  *      missing a member it has both before and after; no flush+refill); a set whose header must change
@@ -38,12 +39,27 @@
  *   5. `ipset restore` with `destroy` of sets no longer desired (and used twins), now that no rule of ours
  *      references them. A set that cannot be destroyed (a foreign rule uses it) is left with a warning.
  * So sets exist before the rules that use them and are destroyed only after the rules that used them.
- * With nothing to change, only the two reads run. Every apply is serialised with the previous one.
+ * Every apply is serialised with the previous one.
+ *
+ * Knowing the kernel state (as Felix does): after a successful apply the applier keeps a view of what the
+ * kernel holds — the tables and sets of its last read, updated with what it wrote since (per chain its
+ * rules and hashes, per set its header and canonical members, the hooks) — and plans the next apply
+ * against that view, so a steady-state apply reads nothing and runs only the writes it needs (none for a
+ * no-op). It reads the kernel (`iptables-save -t filter` and `ipset save`, in parallel, once) instead when
+ * there is no view (first apply, restart), the previous apply failed (any error drops the view: a restore
+ * may have been applied partly), the last read is `resyncMs` old or more (default 30 s: the periodic full
+ * read that catches drift by other tools or hands), after invalidate(), and in the rare cases the view
+ * cannot decide (a set type change, whose way depends on every rule that uses the set; a hook into a
+ * kernel chain the view does not have). Validation, rendering and hashing are memoised per chain (name +
+ * rules) and per set (name + type + members), and the plan per chain object it has seen, so an apply
+ * costs in proportion to what changed. For the same kernel and desired state the plan is the one a
+ * full read gives.
  *
  * Errors: a failing command (CommandFailedError, with stderr) is rethrown as a FilterApplyError that names
  * the chain or set of the failing input line (iptables-restore and ipset report the line number).
  */
 import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { CommandFailedError, ValidationError } from '../lib/errors.js';
 import type { CommandRunner } from '../lib/exec.js';
 import { silentLogger, type Logger } from '../lib/log.js';
@@ -327,11 +343,49 @@ interface NormalisedSet {
   maxelem: number;
 }
 
+/** One desired chain, validated, with its rendered restore lines and rule hashes. */
+export interface NormalisedChain {
+  spec: ChainSpec;
+  lines: string[];
+  hashes: string[];
+}
+
 /** A validated desired state, with each chain's rendered lines and hashes (from normaliseDesired). */
 export interface NormalisedDesired {
-  chains: Map<string, { spec: ChainSpec; lines: string[]; hashes: string[] }>;
+  chains: Map<string, NormalisedChain>;
   sets: Map<string, NormalisedSet>;
   hooks: Map<string, string>;
+}
+
+/** A memoised chain: what normaliseDesired computed, plus the cross-references its validation depends on. */
+interface MemoChain extends NormalisedChain {
+  /** `cali-` chains its rules jump to and `cali40`/`cali4t` sets they match (must be desired too). */
+  chainRefs: string[];
+  setRefs: string[];
+}
+
+interface MemoSet {
+  type: string;
+  /** The members as given (a private copy). */
+  input: string[];
+  set: NormalisedSet;
+}
+
+/**
+ * What normaliseDesired() validated and rendered last time, per chain (by name and rules) and per set (by
+ * name, type and members), so that an unchanged chain is neither re-tokenised nor re-hashed and an
+ * unchanged set not re-canonicalised. Holds only the chains and sets of the last successful call.
+ */
+export class NormaliseMemo {
+  chains = new Map<string, MemoChain>();
+  sets = new Map<string, MemoSet>();
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function nextPow2(n: number): number {
@@ -340,9 +394,15 @@ function nextPow2(n: number): number {
   return p;
 }
 
-/** Validates `desired` (names, rule text, references, members) and precomputes what planning needs. */
-export function normaliseDesired(desired: DesiredFilterState): NormalisedDesired {
+/**
+ * Validates `desired` (names, rule text, references, members) and precomputes what planning needs.
+ * With a `memo`, a chain whose name and rules equal the memo's (and whose referenced chains and sets are
+ * still desired) and a set whose name, type and members equal the memo's are taken from it as they are;
+ * the result, and any error, are the same as without it. On success the memo keeps this call's entries.
+ */
+export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMemo): NormalisedDesired {
   const sets = new Map<string, NormalisedSet>();
+  const memoSets = new Map<string, MemoSet>();
   desired.ipsets.forEach((s, i) => {
     const where = `ipsets[${i}]`;
     if (!SET_NAME_RE.test(s.name) || s.name.length > MAX_SET_NAME) {
@@ -350,8 +410,16 @@ export function normaliseDesired(desired: DesiredFilterState): NormalisedDesired
     }
     if (s.type !== 'hash:net' && s.type !== 'hash:ip') throw new ValidationError(`${where}.type`, `${JSON.stringify(s.type)} must be hash:net or hash:ip`);
     if (sets.has(s.name)) throw new ValidationError(where, `ipset ${s.name} is listed twice`);
+    const prev = memo?.sets.get(s.name);
+    if (prev && prev.type === s.type && sameStrings(prev.input, s.members)) {
+      sets.set(s.name, prev.set);
+      memoSets.set(s.name, prev);
+      return;
+    }
     const members = canonicalMembers(s, where);
-    sets.set(s.name, { name: s.name, type: s.type, members, maxelem: Math.max(DEFAULT_MAXELEM, nextPow2(members.length)) });
+    const set: NormalisedSet = { name: s.name, type: s.type, members, maxelem: Math.max(DEFAULT_MAXELEM, nextPow2(members.length)) };
+    sets.set(s.name, set);
+    if (memo) memoSets.set(s.name, { type: s.type, input: [...s.members], set });
   });
 
   const names = new Set<string>();
@@ -363,8 +431,15 @@ export function normaliseDesired(desired: DesiredFilterState): NormalisedDesired
     names.add(c.name);
   });
 
-  const chains = new Map<string, { spec: ChainSpec; lines: string[]; hashes: string[] }>();
+  const chains = new Map<string, MemoChain>();
   desired.chains.forEach((c, i) => {
+    const prev = memo?.chains.get(c.name);
+    if (prev && sameStrings(prev.spec.rules, c.rules) && prev.chainRefs.every((t) => names.has(t)) && prev.setRefs.every((t) => sets.has(t))) {
+      chains.set(c.name, prev); // validated before against the same rules; its references still hold
+      return;
+    }
+    const chainRefs: string[] = [];
+    const setRefs: string[] = [];
     c.rules.forEach((rule, j) => {
       const fail = (reason: string): never => {
         throw new ValidationError(`chains[${i}] (${c.name}).rules[${j}]`, reason);
@@ -376,16 +451,19 @@ export function normaliseDesired(desired: DesiredFilterState): NormalisedDesired
         if (COMMAND_TOKENS.has(t)) fail(`${JSON.stringify(rule)}: give only the rule's arguments, without ${t}`);
         const prev = tokens[k - 1];
         if (prev === undefined) return;
-        if ((JUMP_OPTIONS as readonly string[]).includes(prev) && t.startsWith(CHAIN_PREFIX) && !names.has(t)) {
-          fail(`jumps to ${t}, which is not among the desired chains`);
+        if ((JUMP_OPTIONS as readonly string[]).includes(prev) && t.startsWith(CHAIN_PREFIX)) {
+          if (!names.has(t)) fail(`jumps to ${t}, which is not among the desired chains`);
+          chainRefs.push(t);
         }
-        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t) && !sets.has(t)) {
-          fail(`matches ipset ${t}, which is not among the desired ipsets`);
+        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t)) {
+          if (!sets.has(t)) fail(`matches ipset ${t}, which is not among the desired ipsets`);
+          setRefs.push(t);
         }
       });
     });
     const hashes = ruleHashes(c.name, c.rules);
-    chains.set(c.name, { spec: { name: c.name, rules: [...c.rules] }, lines: renderChainRules(c, hashes), hashes });
+    const spec: ChainSpec = { name: c.name, rules: [...c.rules] };
+    chains.set(c.name, { spec, lines: renderChainRules(spec, hashes), hashes, chainRefs, setRefs });
   });
 
   const hooks = new Map<string, string>();
@@ -395,6 +473,10 @@ export function normaliseDesired(desired: DesiredFilterState): NormalisedDesired
     }
     if (!names.has(target)) throw new ValidationError(`hooks.${kernelChain}`, `target ${JSON.stringify(target)} is not among the desired chains`);
     hooks.set(kernelChain, target);
+  }
+  if (memo) {
+    memo.chains = new Map(chains);
+    memo.sets = memoSets;
   }
   return { chains, sets, hooks };
 }
@@ -469,12 +551,77 @@ function createLine(name: string, s: NormalisedSet): string {
   return `create ${name} ${s.type} family inet maxelem ${s.maxelem}`;
 }
 
+/**
+ * What planning needs to know about a chain of the current table, computed once per ParsedChain object
+ * (a chain the planner saw before, e.g. in FilterApplier's cached view, is not tokenised again).
+ * ParsedChain objects are treated as immutable: a changed chain is a new object.
+ */
+interface ChainFacts {
+  /** The rules array these facts were computed from (a different or resized array invalidates them). */
+  rules: readonly string[];
+  length: number;
+  /** savedRuleHash of each rule. */
+  hashes?: readonly (string | undefined)[];
+  /** Whether a rule matches a `cali4t` set (a twin left by an interrupted detour). */
+  usesTwin?: boolean;
+  /** Every jump/goto target of its rules, in order. */
+  targets?: readonly string[];
+  /** Its owned hook jumps (isOwnedHookRule), in order. */
+  ownedHooks?: readonly string[];
+  /** Its other rules that jump somewhere, with their targets. */
+  foreignJumps?: readonly { rule: string; targets: readonly string[] }[];
+}
+const chainFacts = new WeakMap<ParsedChain, ChainFacts>();
+
+function factsOf(c: ParsedChain): ChainFacts {
+  let f = chainFacts.get(c);
+  if (!f || f.rules !== c.rules || f.length !== c.rules.length) {
+    f = { rules: c.rules, length: c.rules.length };
+    chainFacts.set(c, f);
+  }
+  return f;
+}
+function hashesOf(c: ParsedChain): readonly (string | undefined)[] {
+  const f = factsOf(c);
+  return (f.hashes ??= c.rules.map(savedRuleHash));
+}
+function usesTwinOf(c: ParsedChain): boolean {
+  const f = factsOf(c);
+  return (f.usesTwin ??= c.rules.some((r) => r.includes(TEMP_IPSET_PREFIX) && setRefs(tokenizeRule(r)).some((s) => s.startsWith(TEMP_IPSET_PREFIX))));
+}
+function targetsOf(c: ParsedChain): readonly string[] {
+  const f = factsOf(c);
+  return (f.targets ??= c.rules.flatMap((r) => jumpTargets(tokenizeRule(r))));
+}
+function ownedHooksOf(c: ParsedChain): readonly string[] {
+  const f = factsOf(c);
+  return (f.ownedHooks ??= c.rules.filter(isOwnedHookRule));
+}
+function foreignJumpsOf(c: ParsedChain): readonly { rule: string; targets: readonly string[] }[] {
+  const f = factsOf(c);
+  return (f.foreignJumps ??= c.rules
+    .filter((r) => !isOwnedHookRule(r))
+    .map((rule) => ({ rule, targets: jumpTargets(tokenizeRule(rule)) }))
+    .filter((j) => j.targets.length > 0));
+}
+
+/**
+ * Sets known to hold exactly a desired set (members, and a header deltaCompatible with it): entries of
+ * FilterApplier's cached view, made after an apply from the NormalisedSet they now hold. Planning skips
+ * the member diff for them when the desired set is that same (memoised) object.
+ */
+const setsInSync = new WeakMap<ParsedIpset, NormalisedSet>();
+
 /** Whether any rule of the table matches the set (its name after --match-set). */
 function tableReferencesSet(table: ParsedFilterTable, set: string): boolean {
   for (const c of table.chains.values()) {
     for (const r of c.rules) if (setRefs(tokenizeRule(r)).includes(set)) return true;
   }
   return false;
+}
+
+function byName(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function escapeRe(s: string): string {
@@ -504,6 +651,7 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   const handledTwins = new Set<string>(); // existing twins the script itself destroys or reuses
   for (const s of [...want.sets.values()].sort((a, b) => a.name.localeCompare(b.name))) {
     const cur = currentSets.get(s.name);
+    if (cur && setsInSync.get(cur) === s) continue; // holds exactly this set already
     const twin = tempSetName(s.name);
     const adds = (name: string): string[] => s.members.map((m) => `add ${name} ${m}`);
     if (!cur) {
@@ -580,12 +728,11 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   for (const [name, c] of want.chains) {
     const cur = current.chains.get(name);
     if (cur) {
-      const hashes = cur.rules.map(savedRuleHash);
+      const hashes = hashesOf(cur);
       const same =
-        hashes.length === c.hashes.length &&
-        hashes.every((h, i) => h === c.hashes[i]) &&
+        (hashes === c.hashes || (hashes.length === c.hashes.length && hashes.every((h, i) => h === c.hashes[i]))) &&
         !detouredChains.has(name) &&
-        !cur.rules.some((r) => r.includes(TEMP_IPSET_PREFIX) && setRefs(tokenizeRule(r)).some((s) => s.startsWith(TEMP_IPSET_PREFIX)));
+        !usesTwinOf(cur);
       if (same) continue;
     }
     decls.push(name, `:${name} - [0:0]`);
@@ -602,7 +749,7 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   for (const c of current.chains.values()) {
     if (c.name.startsWith(CHAIN_PREFIX)) continue;
     const target = want.hooks.get(c.name);
-    const owned = c.rules.filter(isOwnedHookRule);
+    const owned = ownedHooksOf(c);
     const first = c.rules[0];
     const ok = target !== undefined ? owned.length === 1 && first !== undefined && isHookFor(first, target) : owned.length === 0;
     if (ok) continue;
@@ -611,16 +758,16 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
     changedChains.add(c.name);
   }
 
-  // Stale chains: flush (by declaring) and delete, unless a rule we do not own still jumps to one.
-  const stale = [...current.chains.keys()].filter((n) => n.startsWith(CHAIN_PREFIX) && !want.chains.has(n));
+  // Stale chains: flush (by declaring) and delete, unless a rule we do not own still jumps to one. In name
+  // order (as iptables-save lists user chains), so the plan does not depend on how `current` was built.
+  const stale = [...current.chains.keys()].filter((n) => n.startsWith(CHAIN_PREFIX) && !want.chains.has(n)).sort(byName);
   const keep = new Set<string>();
   const staleSet = new Set(stale);
   const pending: string[] = [];
   for (const c of current.chains.values()) {
     if (c.name.startsWith(CHAIN_PREFIX)) continue;
-    for (const r of c.rules) {
-      if (isOwnedHookRule(r)) continue;
-      for (const t of jumpTargets(tokenizeRule(r))) {
+    for (const { rule: r, targets } of foreignJumpsOf(c)) {
+      for (const t of targets) {
         if (staleSet.has(t) && !keep.has(t)) {
           keep.add(t);
           pending.push(t);
@@ -630,13 +777,11 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
     }
   }
   while (pending.length > 0) {
-    const name = pending.pop() as string;
-    for (const r of current.chains.get(name)?.rules ?? []) {
-      for (const t of jumpTargets(tokenizeRule(r))) {
-        if (staleSet.has(t) && !keep.has(t)) {
-          keep.add(t);
-          pending.push(t);
-        }
+    const chain = current.chains.get(pending.pop() as string);
+    for (const t of chain ? targetsOf(chain) : []) {
+      if (staleSet.has(t) && !keep.has(t)) {
+        keep.add(t);
+        pending.push(t);
       }
     }
   }
@@ -700,28 +845,116 @@ function blame(err: CommandFailedError, owners: readonly string[], kind: 'iptabl
 }
 
 // ---------------------------------------------------------------------------------------------------
+// The cached view of the kernel
+
+/**
+ * What the kernel holds, as FilterApplier plans against: the tables and sets of its last full read, with
+ * the effect of every successful apply since then applied to them (our chains as we wrote them, with
+ * their hashes known; hooks; sets with the members we gave them). Foreign chains, rules and sets are as
+ * last read: what changed since (drift) is seen at the next full read.
+ */
+interface KernelView {
+  table: ParsedFilterTable;
+  sets: ParsedIpsets;
+  /** When (options.now) the kernel was last read. */
+  readAt: number;
+}
+
+/** A chain as this applier writes it (rule text as rendered after `-A <chain> `), its hashes known. */
+function writtenChain(name: string, want: NormalisedChain, policy = '-'): ParsedChain {
+  const prefix = `-A ${name} `.length;
+  const chain: ParsedChain = { name, policy, rules: want.lines.map((l) => l.slice(prefix)) };
+  chainFacts.set(chain, { rules: chain.rules, length: chain.rules.length, hashes: want.hashes, usesTwin: false });
+  return chain;
+}
+
+/**
+ * The view after `plan` was carried out on `base` completely (every restore succeeded; `notDestroyed`:
+ * sets step 5 could not destroy). Undefined when it cannot be derived exactly (a detour: chains of the
+ * table were rewritten onto twins; a set left that the view does not know), so the next apply reads.
+ */
+function viewAfter(base: KernelView, want: NormalisedDesired, plan: FilterPlan, notDestroyed: ReadonlySet<string>): KernelView | undefined {
+  if (plan.detourRestoreInput !== undefined || plan.detourIpsetInput !== undefined) return undefined;
+  if ([...notDestroyed].some((n) => !base.sets.has(n))) return undefined;
+  if (plan.changedChains.length + plan.changedSets.length + plan.deleteSetsAfter.length === 0) return base;
+
+  const changed = new Set(plan.changedChains);
+  const chains = new Map<string, ParsedChain>();
+  for (const [name, c] of base.table.chains) {
+    if (!changed.has(name)) {
+      chains.set(name, c);
+    } else if (name.startsWith(CHAIN_PREFIX)) {
+      const w = want.chains.get(name);
+      if (w) chains.set(name, writtenChain(name, w, c.policy)); // rewritten; otherwise stale and deleted
+    } else {
+      // A kernel chain whose hook jumps were fixed: every owned jump deleted, ours inserted at 1.
+      const target = want.hooks.get(name);
+      const rules = [...(target !== undefined ? [hookRuleSpec(target)] : []), ...c.rules.filter((r) => !isOwnedHookRule(r))];
+      chains.set(name, { name, policy: c.policy, rules });
+    }
+  }
+  for (const [name, w] of want.chains) if (!chains.has(name)) chains.set(name, writtenChain(name, w)); // created
+
+  const sets: ParsedIpsets = new Map();
+  for (const [name, cur] of base.sets) {
+    // Owned sets that are not desired were destroyed (step 1 for twins it handled, step 5 otherwise).
+    if (!isOwnedSet(name) || notDestroyed.has(name)) sets.set(name, cur);
+  }
+  for (const s of want.sets.values()) {
+    const cur = base.sets.get(s.name);
+    let next: ParsedIpset;
+    if (cur && setsInSync.get(cur) === s) next = cur;
+    // Members changed in place: the header is as it was read.
+    else if (cur && deltaCompatible(cur, s)) next = { name: s.name, type: cur.type, options: cur.options, members: s.members };
+    // Created, re-created or swapped in: the header we gave it (the kernel adds only known options to it).
+    else next = { name: s.name, type: s.type, options: ['family', 'inet', 'maxelem', String(s.maxelem)], members: s.members };
+    setsInSync.set(next, s);
+    sets.set(s.name, next);
+  }
+  return { table: { chains }, sets, readAt: base.readAt };
+}
+
+// ---------------------------------------------------------------------------------------------------
 // The applier
+
+/** Default FilterApplierOptions.resyncMs. */
+export const DEFAULT_RESYNC_MS = 30_000;
 
 export interface FilterApplierOptions {
   log?: Logger;
+  /**
+   * How long (ms) after reading the kernel the applier keeps planning against its cached view instead of
+   * reading again (default 30 s). A full read every so often catches drift (other tools, hand edits);
+   * 0 reads on every apply.
+   */
+  resyncMs?: number;
+  /** The clock for resyncMs, in ms (default performance.now: monotonic); for tests. */
+  now?: () => number;
 }
 
 export class FilterApplier implements PolicyDataplane {
   private readonly log: Logger;
+  private readonly resyncMs: number;
+  private readonly now: () => number;
   private last: Promise<unknown> = Promise.resolve();
+  private readonly memo = new NormaliseMemo();
+  /** The kernel as of the last successful apply; undefined until the first, after a failure, or invalidate(). */
+  private view: KernelView | undefined;
 
   constructor(
     private readonly runner: CommandRunner,
     options: FilterApplierOptions = {},
   ) {
     this.log = (options.log ?? silentLogger).child({ component: 'filter-applier' });
+    this.resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
+    this.now = options.now ?? (() => performance.now());
   }
 
   apply(desired: DesiredFilterState): Promise<FilterApplyReport> {
     // Validate (and snapshot) before queueing, so a bad desired state fails at once and touches nothing.
     let want: NormalisedDesired;
     try {
-      want = normaliseDesired(desired);
+      want = normaliseDesired(desired, this.memo);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -733,16 +966,57 @@ export class FilterApplier implements PolicyDataplane {
     return run;
   }
 
-  /** Reads the kernel's filter table and ipsets (the only commands a no-op apply runs). */
+  /** Forgets the cached view: the next apply reads the kernel (e.g. after something else changed it). */
+  invalidate(): void {
+    this.view = undefined;
+  }
+
+  /** Reads the kernel's filter table and ipsets (the only commands a no-op apply with no usable cache runs). */
   async readState(): Promise<{ table: ParsedFilterTable; sets: ParsedIpsets }> {
     const [save, sets] = await Promise.all([this.runner.run(IPTABLES_SAVE_ARGV), this.runner.run(IPSET_SAVE_ARGV)]);
     return { table: parseIptablesSave(save.stdout), sets: parseIpsetSave(sets.stdout) };
   }
 
+  /** The plan against the cached view, or why the kernel must be read instead. */
+  private planFromView(want: NormalisedDesired, now: number): { base: KernelView; plan: FilterPlan } | { reason: string } {
+    const base = this.view;
+    if (!base) return { reason: 'no cached state' };
+    const age = now - base.readAt;
+    if (!(age >= 0 && age < this.resyncMs)) return { reason: 'resync' };
+    for (const kernelChain of want.hooks.keys()) {
+      if (!base.table.chains.has(kernelChain)) return { reason: `hook chain ${kernelChain} not in the cached table` };
+    }
+    for (const s of want.sets.values()) {
+      const cur = base.sets.get(s.name);
+      // A type change: whether a rule (maybe a foreign one) uses the set decides the way; ask the kernel.
+      if (cur && !swapCompatible(cur, s)) return { reason: `type change of ipset ${s.name}` };
+    }
+    let plan: FilterPlan;
+    try {
+      plan = planNormalised(base.table, base.sets, want);
+    } catch (err) {
+      return { reason: `planning against the cache failed: ${String(err)}` };
+    }
+    if (plan.detourRestoreInput !== undefined) return { reason: 'detour' };
+    return { base, plan };
+  }
+
   private async doApply(want: NormalisedDesired): Promise<FilterApplyReport> {
     const started = Date.now();
-    const { table, sets } = await this.readState();
-    const plan = planNormalised(table, sets, want);
+    const now = this.now();
+    const cached = this.planFromView(want, now);
+    // Until this apply has succeeded, nothing is cached: any failure below makes the next apply read.
+    this.view = undefined;
+    let base: KernelView;
+    let plan: FilterPlan;
+    if ('plan' in cached) {
+      ({ base, plan } = cached);
+    } else {
+      this.log.debug('reading the kernel state', { reason: cached.reason });
+      const { table, sets } = await this.readState();
+      base = { table, sets, readAt: now };
+      plan = planNormalised(table, sets, want);
+    }
     for (const w of plan.warnings) this.log.warn(w);
 
     await this.restore(IPSET_RESTORE_ARGV, plan.ipsetInput, plan.lineOwners.ipset, 'ipset');
@@ -750,12 +1024,13 @@ export class FilterApplier implements PolicyDataplane {
     await this.restore(IPSET_RESTORE_ARGV, plan.detourIpsetInput, plan.lineOwners.detourIpset, 'ipset');
     await this.restore(IPTABLES_RESTORE_ARGV, plan.restoreInput, plan.lineOwners.restore, 'iptables chain');
     const notDestroyed = await this.destroySets(plan.deleteSetsAfter);
+    this.view = viewAfter(base, want, plan, notDestroyed);
 
     const report: FilterApplyReport = {
       changedChains: plan.changedChains,
       changedSets: plan.changedSets.filter((s) => !notDestroyed.has(s)),
     };
-    const fields = { chains: report.changedChains.length, sets: report.changedSets.length, ms: Date.now() - started };
+    const fields = { chains: report.changedChains.length, sets: report.changedSets.length, cached: 'plan' in cached, ms: Date.now() - started };
     if (report.changedChains.length + report.changedSets.length > 0) this.log.info('filter table updated', fields);
     else this.log.debug('filter table up to date', fields);
     return report;

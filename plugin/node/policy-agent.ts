@@ -17,6 +17,7 @@ export class PolicyAgent {
   /** ms from the first change of a burst to the applied update, for the last few updates. */
   readonly latencies: number[] = [];
   private pendingSince: number | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
 
   static readonly WATCHED = [keys.endpoints(), keys.profiles(), keys.globalNetworkPolicies(), keys.networkPolicies()];
 
@@ -71,12 +72,17 @@ export class PolicyAgent {
     }
   }
 
-  async start(): Promise<void> {
+  async start(resyncMs = 30_000): Promise<void> {
     this.pendingSince = performance.now();
     await this.job.runNow();
+    // The applier re-reads the kernel when its view is older than its resync interval: an apply now
+    // and then repairs rules other tools changed, even when no policy changes.
+    this.resyncTimer = setInterval(() => this.job.kick(), resyncMs);
+    this.resyncTimer.unref();
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.resyncTimer);
     await this.job.stop();
   }
 }

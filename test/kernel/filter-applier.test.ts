@@ -31,13 +31,23 @@ const plain = new ExecFileRunner();
 const inNs = (ns: string): ExecFileRunner => new ExecFileRunner(['nsenter', `--net=/run/netns/${ns}`]);
 const host = inNs(HOST);
 
-/** Passes everything through, remembering each argv. */
+/** Passes everything through, remembering each argv and how long it took. */
 class Recording implements CommandRunner {
   readonly calls: string[] = [];
+  readonly ms: number[] = [];
   constructor(private readonly inner: CommandRunner) {}
-  run(argv: readonly string[], options?: RunOptions): Promise<CommandResult> {
+  async run(argv: readonly string[], options?: RunOptions): Promise<CommandResult> {
     this.calls.push(argv.join(' '));
-    return this.inner.run(argv, options);
+    const t0 = performance.now();
+    try {
+      return await this.inner.run(argv, options);
+    } finally {
+      this.ms.push(performance.now() - t0);
+    }
+  }
+  reset(): void {
+    this.calls.length = 0;
+    this.ms.length = 0;
   }
 }
 
@@ -192,6 +202,9 @@ describe('FilterApplier on a real kernel', { skip }, () => {
     assert.deepEqual(out, { changedChains: [], changedSets: ['cali40s:web'] });
     assert.deepEqual(rec.calls.filter((c) => !c.includes('save')), ['ipset -exist restore']);
     assert.equal(await pings(inNs(A), ipB), false, 'A no longer in the set');
+    // Another instance changed the kernel behind `applier`'s back: drift, which it would see at its next
+    // resync; make it read now.
+    applier.invalidate();
     const back = await applier.apply(policy([ipA, '10.99.0.0/16']));
     assert.deepEqual(back, { changedChains: [], changedSets: ['cali40s:web'] });
     assert.ok(await pings(inNs(A), ipB), 'A back in the set');
@@ -221,6 +234,7 @@ describe('FilterApplier on a real kernel', { skip }, () => {
 
   test('after drift (hand-edited chain, hook pushed down by a foreign insert): repaired, nothing else touched', async () => {
     const d = policy([ipA, '10.99.0.0/16']);
+    applier.invalidate(); // the previous test's instance changed cali-tw-a behind its back
     await applier.apply(d); // back to the plain cali-tw-a
     await sh(host, 'iptables', '-A', 'cali-fw-b', '-j', 'DROP');
     await sh(host, 'iptables', '-I', 'FORWARD', '1', '-s', '192.0.2.2', '-j', 'ACCEPT');
@@ -235,6 +249,43 @@ describe('FilterApplier on a real kernel', { skip }, () => {
     assert.deepEqual(await counters('cali-fw-a'), fwA);
     await sh(host, 'iptables', '-D', 'FORWARD', '-s', '192.0.2.2', '-j', 'ACCEPT');
     await assertForeignIntact();
+  });
+
+  test('steady state from the cache: no reads; a hand-deleted rule is restored at the resync', async () => {
+    const d = policy([ipA, '10.99.0.0/16']);
+    let now = 0;
+    const rec = new Recording(host);
+    const cached = new FilterApplier(rec, { now: () => now, resyncMs: 30_000 });
+    assert.deepEqual(await cached.apply(d), { changedChains: [], changedSets: [] });
+    assert.deepEqual([...rec.calls].sort(), ['ipset save', 'iptables-save -t filter'], 'the first apply reads');
+
+    // One chain changed: only the write, planned from the cache.
+    now = 1_000;
+    rec.reset();
+    const twA = ['-p udp --dport 9 -j DROP', '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-j DROP'];
+    assert.deepEqual(await cached.apply(policy([ipA, '10.99.0.0/16'], { twA })), { changedChains: ['cali-tw-a'], changedSets: [] });
+    assert.deepEqual(rec.calls, ['iptables-restore --noflush -w 10']);
+    assert.match((await rules('cali-tw-a'))[1] ?? '', /-p udp .*--dport 9 .*-j DROP/);
+    rec.reset();
+    assert.deepEqual(await cached.apply(d), { changedChains: ['cali-tw-a'], changedSets: [] });
+    assert.deepEqual(rec.calls, ['iptables-restore --noflush -w 10']);
+
+    // Someone deletes the rule that lets A reach B.
+    assert.ok(await pings(inNs(A), ipB));
+    await sh(host, 'iptables', '-D', 'cali-pi-web-icmp', '1');
+    assert.equal(await pings(inNs(A), ipB), false, 'the hand deletion took effect');
+    now = 29_999;
+    rec.reset();
+    assert.deepEqual(await cached.apply(d), { changedChains: [], changedSets: [] });
+    assert.deepEqual(rec.calls, [], 'within resyncMs the cache is trusted: nothing runs, the drift is not seen yet');
+    now = 30_000;
+    rec.reset();
+    assert.deepEqual(await cached.apply(d), { changedChains: ['cali-pi-web-icmp'], changedSets: [] });
+    assert.deepEqual([...rec.calls].sort(), ['ipset save', 'iptables-restore --noflush -w 10', 'iptables-save -t filter'], 'resync: read, then repair');
+    assert.ok(await pings(inNs(A), ipB), 'the deleted rule is back');
+    assert.deepEqual(await new FilterApplier(host).apply(d), { changedChains: [], changedSets: [] }, 'a full read agrees');
+    await assertForeignIntact();
+    applier.invalidate(); // this instance wrote behind the shared one's back
   });
 
   test('a type change of a referenced set (hash:net -> hash:ip) goes through the twin; enforcement unchanged', async () => {
@@ -327,7 +378,8 @@ describe('FilterApplier on a real kernel', { skip }, () => {
       }
       return { chains, ipsets: ipsets(gen), hooks: { FORWARD: 'cali-FORWARD' } };
     };
-    const big = new FilterApplier(r);
+    const rec = new Recording(r);
+    const big = new FilterApplier(rec);
     const timings: Record<string, number> = {};
     const timed = async (label: string, d: DesiredFilterState): Promise<{ changedChains: string[]; changedSets: string[] }> => {
       const t0 = performance.now();
@@ -342,9 +394,44 @@ describe('FilterApplier on a real kernel', { skip }, () => {
     assert.equal((await ourChains(r)).length, 3 + ENDPOINTS + POLICIES);
     const ruleCount = (await sh(r, 'iptables-save', '-t', 'filter')).split('\n').filter((l) => l.startsWith('-A cali-')).length;
 
-    assert.deepEqual(await timed('no-op apply (reads only)', state(1)), { changedChains: [], changedSets: [] });
+    assert.deepEqual(await timed('no-op apply (cached: no command)', state(1)), { changedChains: [], changedSets: [] });
+    big.invalidate();
+    assert.deepEqual(await timed('no-op apply (full read)', state(1)), { changedChains: [], changedSets: [] });
     assert.deepEqual(await timed('one policy chain changed', state(1, 7)), { changedChains: ['cali-pi-pol0007'], changedSets: [] });
     assert.deepEqual(await timed('one endpoint chain changed', state(1, 7, 42)), { changedChains: ['cali-tw-ep0042'], changedSets: [] });
+
+    // One policy chain changed (cali-pi-pol0007 toggled), before (a full read: iptables-save + ipset save,
+    // parse, plan against the kernel) and after (planned against the cached view), alternately.
+    const SAMPLES = 15;
+    const full: number[] = [];
+    const cachedMs: number[] = [];
+    const restoreMs: number[] = [];
+    let tweak = true;
+    for (let i = 0; i < SAMPLES; i++) {
+      for (const mode of ['full', 'cached'] as const) {
+        tweak = !tweak;
+        const d = state(1, tweak ? 7 : -1, 42);
+        if (mode === 'full') big.invalidate();
+        rec.reset();
+        const t0 = performance.now();
+        const rep = await big.apply(d);
+        const ms = performance.now() - t0;
+        assert.deepEqual(rep, { changedChains: ['cali-pi-pol0007'], changedSets: [] });
+        if (mode === 'full') {
+          assert.deepEqual([...rec.calls].sort(), ['ipset save', 'iptables-restore --noflush -w 10', 'iptables-save -t filter']);
+          full.push(ms);
+        } else {
+          assert.deepEqual(rec.calls, ['iptables-restore --noflush -w 10']);
+          cachedMs.push(ms);
+          restoreMs.push(rec.ms[0] ?? 0);
+        }
+      }
+    }
+    const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+    const max = (xs: number[]): number => Math.max(...xs);
+    const compare =
+      `one policy chain changed, ${SAMPLES} applies each: full read (before) median ${med(full).toFixed(1)} ms, max ${max(full).toFixed(1)} ms; ` +
+      `cached (after) median ${med(cachedMs).toFixed(1)} ms, max ${max(cachedMs).toFixed(1)} ms, of which iptables-restore median ${med(restoreMs).toFixed(1)} ms`;
     const oneSet = state(1, 7, 42);
     const first0 = oneSet.ipsets[0];
     if (first0) first0.members = [...first0.members.slice(1), '10.250.0.1'];
@@ -360,6 +447,8 @@ describe('FilterApplier on a real kernel', { skip }, () => {
       .map(([k, v]) => `${k} ${v} ms`)
       .join('; ')}`;
     t.diagnostic(summary);
+    t.diagnostic(compare);
     console.log(summary);
+    console.log(compare);
   });
 });
