@@ -17,6 +17,9 @@ import {
 } from './protocol.js';
 import { BadRequestError } from '../lib/errors.js';
 
+/** What Docker is told a network's pool is when it uses the default pool (see requestPool). */
+export const ANY_IPV4 = '0.0.0.0/0';
+
 const IPV6_UNSUPPORTED = 'IPv6 is not supported by calico-ts yet; create the network without --ipv6';
 
 export class IpamDriver {
@@ -40,7 +43,10 @@ export class IpamDriver {
     const subnet = readOptionalString(body, 'Pool');
     const { range } = await this.ipam.resolveRange(subnet || undefined, 4);
     const cidr = formatCidr(range);
-    return { PoolID: cidr, Pool: cidr, Data: {} };
+    // Without --subnet, Docker checks the returned pool against the host's routes and, on overlap,
+    // asks again forever (libnetwork requestPoolHelper). Our own /32 and block routes always overlap
+    // the pool, so answer 0.0.0.0/0, which Docker does not check; the PoolID names the real pool.
+    return { PoolID: cidr, Pool: subnet ? cidr : ANY_IPV4, Data: {} };
   }
 
   async releasePool(body: Body): Promise<Body> {

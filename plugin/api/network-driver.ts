@@ -10,6 +10,7 @@ import { keys, type Network, type WorkloadEndpoint } from '../datastore/model.js
 import type { Dataplane } from '../dataplane/types.js';
 import { hostVethName, peerVethName } from '../calc/naming.js';
 import type { Ipam } from '../ipam/ipam.js';
+import { ANY_IPV4 } from './ipam-driver.js';
 import { parseAddress, parseCidr } from '../ipam/cidr.js';
 import { BadRequestError, NotFoundError, UnsupportedError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -80,8 +81,10 @@ export class NetworkDriver {
     if (Object.keys(data.AuxAddresses).length > 0) {
       throw new UnsupportedError('--aux-address is not supported by calico-ts; every address of a pool is routed to a container');
     }
-    // The pool must be one calico-ts IPAM handed out: a network made with another IPAM driver cannot route.
-    await this.deps.ipam.resolveRange(data.Pool, parseCidr(data.Pool, 'IPv4Data[0].Pool').family).catch((err: unknown) => {
+    // The pool must be one calico-ts IPAM handed out (0.0.0.0/0 = the default pool, see IpamDriver):
+    // a network made with another IPAM driver cannot route.
+    const defaultPool = data.Pool === ANY_IPV4;
+    if (!defaultPool) await this.deps.ipam.resolveRange(data.Pool, parseCidr(data.Pool, 'IPv4Data[0].Pool').family).catch((err: unknown) => {
       throw new ValidationError(
         'IPv4Data[0].Pool',
         `${data.Pool} is not inside a calico-ts pool (${err instanceof Error ? err.message : String(err)}); create the network with --ipam-driver calico-ts`,
@@ -93,7 +96,7 @@ export class NetworkDriver {
         id,
         node: this.deps.node,
         name: null,
-        ipv4Pool: data.Pool,
+        ipv4Pool: defaultPool ? null : data.Pool,
         ipv6Pool: null,
         mtu,
         createdAt: Date.now(),

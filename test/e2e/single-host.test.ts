@@ -79,7 +79,8 @@ for (const iptables of [false, true]) {
     it('creates a network on the default pool with the 169.254.1.1 gateway', async () => {
       await docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1');
       const ipam = JSON.parse(await docker('network', 'inspect', '-f', '{{json .IPAM.Config}}', 'net1')) as { Subnet: string; Gateway: string }[];
-      assert.deepEqual(ipam, [{ Subnet: '192.168.0.0/16', Gateway: '169.254.1.1' }]);
+      // 0.0.0.0/0: the default pool (Docker would otherwise loop, finding our routes overlapping it).
+      assert.deepEqual(ipam, [{ Subnet: '0.0.0.0/0', Gateway: '169.254.1.1' }]);
       // The node learns the name asynchronously and creates the network's profile.
       await waitFor(async () => Object.keys(await dump()).some((k) => k.endsWith('/profiles/net1')), 10_000, 'profile net1');
     });
@@ -100,6 +101,11 @@ for (const iptables of [false, true]) {
       await ns(['ping', '-c1', '-W2', ip1]);
       // A fresh `docker run --rm` reaches c1 on its first ping (proxy_delay=0, routes in place before Join returns).
       await docker('run', '--rm', '--net', 'net1', 'local/busybox', 'ping', '-c1', '-W2', ip1);
+    });
+
+    it('a second network on the default pool can be created while containers (and their routes) exist', async () => {
+      await docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net3');
+      await docker('network', 'rm', 'net3');
     });
 
     it("the endpoint gets the container's org.projectcalico.label.* labels and the network's profile", async () => {

@@ -78,6 +78,10 @@ describe('plugin API', () => {
   it('runs the whole container lifecycle in Docker call order', async () => {
     const poolId = await createNetwork(t.post);
     assert.equal(poolId, '192.168.0.0/16');
+    // Docker is told 0.0.0.0/0 for the default pool, so it does not loop on our own routes overlapping it.
+    const again = await t.post('/IpamDriver.RequestPool', { AddressSpace: 'CalicoLocalAddressSpace', Pool: '', Options: {}, V6: false });
+    assert.deepEqual(again.body, { PoolID: '192.168.0.0/16', Pool: '0.0.0.0/0', Data: {} });
+    assert.equal((await t.store.get(keys.network(NET)))?.value.ipv4Pool, null);
     assert.deepEqual(t.created, [NET]);
     const addr = await t.post('/IpamDriver.RequestAddress', { PoolID: poolId, Address: '', Options: {} });
     assert.match(addr.body.Address, /^192\.168\.\d+\.\d+\/32$/);
