@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { EtcdDatastore } from '../../plugin/datastore/etcd.js';
@@ -43,6 +46,25 @@ describe('calico-ts CLI against a real etcd', () => {
       assert.match(err.stderr, /^error: Calico-ts process is not running/);
       return true;
     });
+  });
+
+  it('node status says clearly when the node runs but BIRD does not answer', async () => {
+    const runDir = mkdtempSync(join(tmpdir(), 'calico-ts-status-'));
+    try {
+      // A live pid (this test's) stands in for the node; no BIRD control socket exists.
+      writeFileSync(join(runDir, 'status.json'), JSON.stringify({ pid: process.pid }));
+      writeFileSync(join(runDir, 'bgp-sessions.json'), JSON.stringify([{ protocolName: 'Mesh_10_0_0_2', peerIP: '10.0.0.2', asNumber: 64512, type: 'node-to-node mesh', routeReflectorClient: false, passive: false }]));
+      await assert.rejects(cli(['node', 'status'], { CALICO_TS_RUN_DIR: runDir }), (err: { code: number; stderr: string }) => {
+        assert.equal(err.code, 1);
+        assert.match(err.stderr, /^error: BIRD is not running or not answering on .*bird\.ctl/);
+        return true;
+      });
+      // Without BGP sessions (no IP, or CALICO_NETWORKING_BACKEND=none) it says BGP is off.
+      rmSync(join(runDir, 'bgp-sessions.json'));
+      assert.match((await cli(['node', 'status'], { CALICO_TS_RUN_DIR: runDir })).stdout, /^Calico-ts process is running\.\n\nBGP is not running on this node/);
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
   });
 
   it('get nodes -o wide lists registered nodes', async () => {
