@@ -3,7 +3,7 @@
  * RequestAddress allocates inside it, ReleaseAddress frees by address (the block is computed, no scan).
  * The gateway Docker asks for is not a real address: containers route via 169.254.1.1 (proxy ARP).
  */
-import { formatCidr, parseAddress, parseCidr } from '../ipam/cidr.js';
+import { formatCidr, parseAddress, parseCidr } from '../lib/cidr.js';
 import type { Ipam } from '../ipam/ipam.js';
 import { UnsupportedError } from '../lib/errors.js';
 import {

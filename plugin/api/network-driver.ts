@@ -11,7 +11,7 @@ import type { Dataplane } from '../dataplane/types.js';
 import { hostVethName, peerVethName } from '../calc/naming.js';
 import type { Ipam } from '../ipam/ipam.js';
 import { ANY_IPV4 } from './ipam-driver.js';
-import { parseAddress, parseCidr } from '../ipam/cidr.js';
+import { parseAddress, parseCidr } from '../lib/cidr.js';
 import { BadRequestError, NotFoundError, UnsupportedError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import {

@@ -1,7 +1,7 @@
 /** `calico-ts ipam show`: pools, blocks per host, and every address in use with its owner. */
 import type { Datastore } from '../datastore/datastore.js';
 import { keys } from '../datastore/model.js';
-import { formatAddress, parseCidr } from '../ipam/cidr.js';
+import { formatAddress, parseCidr } from '../lib/cidr.js';
 import { UNBOUND_PREFIX } from '../ipam/ipam.js';
 import { renderTable } from './table.js';
 

@@ -19,7 +19,7 @@ import {
   type RuleAction,
   type WorkloadEndpoint,
 } from '../datastore/model.js';
-import { formatCidr, parseAddress, parseCidr, type Cidr } from '../ipam/cidr.js';
+import { formatCidr, parseAddress, parseCidr, type Cidr } from '../lib/cidr.js';
 import { parseSelector } from '../calc/selector.js';
 import { ValidationError } from '../lib/errors.js';
 import { API_VERSION, onlyFields, optInt, optSelector, validLabels, type ResourceDoc, type ResourceKind, type Spec } from './resources.js';

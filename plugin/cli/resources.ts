@@ -7,7 +7,7 @@
 import type { Datastore } from '../datastore/datastore.js';
 import type { Key, KeyPrefix } from '../datastore/model.js';
 import { keys, type BgpConfiguration, type BgpPeer, type EncapMode, type IPPool, type NodeRecord } from '../datastore/model.js';
-import { parseAddress, parseCidr } from '../ipam/cidr.js';
+import { parseAddress, parseCidr } from '../lib/cidr.js';
 import { parseSelector } from '../calc/selector.js';
 import { ValidationError } from '../lib/errors.js';
 // A cycle (resources-policy.ts reads the field readers below): safe because nothing here uses its

@@ -5,6 +5,9 @@
  * Every name and address that ends up in an argv (or in an `ip -batch` line) is validated here first, so
  * a batch line can safely be the argv joined with spaces: no element ever contains whitespace or quotes.
  */
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, type Family } from '../lib/cidr.js';
+
+export { formatIPv4, formatIPv6 };
 import { ValidationError } from '../lib/errors.js';
 
 /** Calico's route protocol number. Always passed as the number (no /etc/iproute2/rt_protos dependency). */
@@ -45,7 +48,7 @@ export function validateMtu(mtu: number, field = 'mtu'): void {
 // ---------------------------------------------------------------------------------------------------
 // Addresses and CIDRs
 
-export type Family = 4 | 6;
+export type { Family };
 
 export interface Cidr {
   family: Family;
@@ -54,82 +57,6 @@ export interface Cidr {
   prefix: number;
   /** Canonical text: dotted quad or RFC 5952 IPv6, always with "/prefix". */
   text: string;
-}
-
-function parseIPv4(s: string): bigint | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let v = 0n;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
-  }
-  return v;
-}
-
-function parseIPv6(s: string): bigint | undefined {
-  if (!/^[0-9A-Fa-f:.]+$/.test(s)) return undefined;
-  let head = s;
-  let tailV4: bigint | undefined;
-  // Embedded IPv4 in the last 32 bits (::ffff:1.2.3.4).
-  if (s.includes('.')) {
-    const i = s.lastIndexOf(':');
-    tailV4 = parseIPv4(s.slice(i + 1));
-    if (tailV4 === undefined) return undefined;
-    head = s.slice(0, i + 1) + '0:0';
-  }
-  const halves = head.split('::');
-  if (halves.length > 2) return undefined;
-  const toGroups = (h: string): string[] | undefined => (h === '' ? [] : h.split(':'));
-  const left = toGroups(halves[0] ?? '');
-  const right = halves.length === 2 ? toGroups(halves[1] ?? '') : [];
-  if (!left || !right) return undefined;
-  let groups: string[];
-  if (halves.length === 2) {
-    const missing = 8 - left.length - right.length;
-    if (missing < 1) return undefined;
-    groups = [...left, ...Array<string>(missing).fill('0'), ...right];
-  } else {
-    groups = left;
-  }
-  if (groups.length !== 8) return undefined;
-  let v = 0n;
-  for (const g of groups) {
-    if (!/^[0-9A-Fa-f]{1,4}$/.test(g)) return undefined;
-    v = (v << 16n) | BigInt(parseInt(g, 16));
-  }
-  if (tailV4 !== undefined) v = (v & ~0xffffffffn) | tailV4;
-  return v;
-}
-
-export function formatIPv4(v: bigint): string {
-  return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.');
-}
-
-/** RFC 5952: lower case, no leading zeros, the first longest run (>= 2) of zero groups as "::". */
-export function formatIPv6(v: bigint): string {
-  const groups: number[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(Number((v >> BigInt(i * 16)) & 0xffffn));
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestLen < 2) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
 /**
@@ -144,15 +71,8 @@ export function parseCidr(text: string, field = 'cidr', defaultFamily: Family = 
   const slash = text.indexOf('/');
   const addrText = slash < 0 ? text : text.slice(0, slash);
   const prefixText = slash < 0 ? undefined : text.slice(slash + 1);
-  let family: Family;
-  let addr: bigint | undefined;
-  if (addrText.includes(':')) {
-    family = 6;
-    addr = parseIPv6(addrText);
-  } else {
-    family = 4;
-    addr = parseIPv4(addrText);
-  }
+  const family: Family = addrText.includes(':') ? 6 : 4;
+  const addr = family === 6 ? parseIPv6(addrText) : parseIPv4(addrText);
   if (addr === undefined) return bad('is not an IPv4 or IPv6 address or CIDR');
   const bits = family === 4 ? 32 : 128;
   let prefix = bits;

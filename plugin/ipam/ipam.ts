@@ -38,7 +38,7 @@ import {
   parseCidr,
   type Cidr,
   type Family,
-} from './cidr.js';
+} from '../lib/cidr.js';
 
 export const DEFAULT_IPV4_POOL: IPPool = {
   name: 'default-ipv4-ippool',

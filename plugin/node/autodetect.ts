@@ -9,7 +9,7 @@
  */
 import type { CommandRunner } from '../lib/exec.js';
 import { ValidationError } from '../lib/errors.js';
-import { parseAddress } from '../ipam/cidr.js';
+import { parseAddress } from '../lib/cidr.js';
 
 /** Interfaces that never carry the host's address: ours, Docker's, loopback, tunnels. */
 const EXCLUDED = /^(lo|cali.*|tmp.*|docker.*|br-.*|veth.*|vxlan\.calico|tunl.*|kube-.*)$/;

@@ -13,7 +13,7 @@ import { casLoop, type Datastore } from '../datastore/datastore.js';
 import { keys, type Key, type Network, type Profile } from '../datastore/model.js';
 import type { Dataplane } from '../dataplane/types.js';
 import { UNBOUND_PREFIX, type Ipam } from '../ipam/ipam.js';
-import { formatAddress, parseCidr } from '../ipam/cidr.js';
+import { formatAddress, parseCidr } from '../lib/cidr.js';
 import { AlreadyExistsError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 

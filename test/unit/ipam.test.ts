@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryDatastore } from '../../plugin/datastore/memory.js';
 import { keys } from '../../plugin/datastore/model.js';
-import { blocksOverlapping, formatCidr, parseAddress, parseCidr } from '../../plugin/ipam/cidr.js';
+import { blocksOverlapping, formatCidr, parseAddress, parseCidr } from '../../plugin/lib/cidr.js';
 import { DEFAULT_IPV4_POOL, Ipam } from '../../plugin/ipam/ipam.js';
 import { AddressInUseError, PoolExhaustedError, PoolNotFoundError, ValidationError } from '../../plugin/lib/errors.js';
 

@@ -1,9 +1,9 @@
 /**
- * Address math on BigInt, for IPv4 and IPv6 alike. Parsing is strict (ip6addr validates the text);
+ * Address math on BigInt, for IPv4 and IPv6 alike, shared by IPAM, the API and the dataplane. Parsing is
+ * strict (no leading zeros, no shortened forms) and IPv6 is printed per RFC 5952, as `ip` prints it;
  * everything else is integer arithmetic so a /122 is as cheap as a /26.
  */
-import ip6addr from 'ip6addr';
-import { ValidationError } from '../lib/errors.js';
+import { ValidationError } from './errors.js';
 
 export type Family = 4 | 6;
 
@@ -17,31 +17,96 @@ export interface Cidr {
 const bits = (family: Family): number => (family === 4 ? 32 : 128);
 
 export function parseAddress(text: string, field = 'address'): { family: Family; value: bigint } {
-  if (typeof text !== 'string' || !/^[0-9a-fA-F.:]+$/.test(text)) {
-    throw new ValidationError(field, `${JSON.stringify(text)} is not an IP address`);
+  if (typeof text === 'string' && /^[0-9.]+$/.test(text)) {
+    const value = parseIPv4(text);
+    if (value !== undefined) return { family: 4, value };
+  } else if (typeof text === 'string' && text.includes(':')) {
+    const value = parseIPv6(text);
+    if (value !== undefined) return { family: 6, value };
   }
-  let addr;
-  try {
-    addr = ip6addr.parse(text);
-  } catch {
-    throw new ValidationError(field, `${JSON.stringify(text)} is not an IP address`);
-  }
-  const family: Family = addr.kind() === 'ipv4' ? 4 : 6;
-  if (family === 4 && text.includes(':')) throw new ValidationError(field, `${JSON.stringify(text)}: IPv4-mapped IPv6 addresses are not supported`);
-  const buf = addr.toBuffer();
-  let value = 0n;
-  const bytes = family === 4 ? buf.slice(buf.length - 4) : buf;
-  for (const b of bytes) value = (value << 8n) | BigInt(b);
-  return { family, value };
+  throw new ValidationError(field, `${JSON.stringify(text)} is not an IP address`);
 }
 
 export function formatAddress(family: Family, value: bigint): string {
-  if (family === 4) {
-    return [24n, 16n, 8n, 0n].map((s) => ((value >> s) & 255n).toString()).join('.');
+  return family === 4 ? formatIPv4(value) : formatIPv6(value);
+}
+
+// Strict parsers (no leading zeros, no shortened IPv4) and RFC 5952 output, which is what `ip` prints.
+
+export function parseIPv4(s: string): bigint | undefined {
+  const parts = s.split('.');
+  if (parts.length !== 4) return undefined;
+  let v = 0n;
+  for (const p of parts) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
+    const n = Number(p);
+    if (n > 255) return undefined;
+    v = (v << 8n) | BigInt(n);
   }
-  const groups: string[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
-  return ip6addr.parse(groups.join(':')).toString();
+  return v;
+}
+
+export function parseIPv6(s: string): bigint | undefined {
+  if (!/^[0-9A-Fa-f:.]+$/.test(s)) return undefined;
+  let head = s;
+  let tailV4: bigint | undefined;
+  // Embedded IPv4 in the last 32 bits (::ffff:1.2.3.4).
+  if (s.includes('.')) {
+    const i = s.lastIndexOf(':');
+    tailV4 = parseIPv4(s.slice(i + 1));
+    if (tailV4 === undefined) return undefined;
+    head = s.slice(0, i + 1) + '0:0';
+  }
+  const halves = head.split('::');
+  if (halves.length > 2) return undefined;
+  const toGroups = (h: string): string[] | undefined => (h === '' ? [] : h.split(':'));
+  const left = toGroups(halves[0] ?? '');
+  const right = halves.length === 2 ? toGroups(halves[1] ?? '') : [];
+  if (!left || !right) return undefined;
+  let groups: string[];
+  if (halves.length === 2) {
+    const missing = 8 - left.length - right.length;
+    if (missing < 1) return undefined;
+    groups = [...left, ...Array<string>(missing).fill('0'), ...right];
+  } else {
+    groups = left;
+  }
+  if (groups.length !== 8) return undefined;
+  let v = 0n;
+  for (const g of groups) {
+    if (!/^[0-9A-Fa-f]{1,4}$/.test(g)) return undefined;
+    v = (v << 16n) | BigInt(parseInt(g, 16));
+  }
+  if (tailV4 !== undefined) v = (v & ~0xffffffffn) | tailV4;
+  return v;
+}
+
+export function formatIPv4(v: bigint): string {
+  return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.');
+}
+
+/** RFC 5952: lower case, no leading zeros, the first longest run (>= 2) of zero groups as "::". */
+export function formatIPv6(v: bigint): string {
+  const groups: number[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(Number((v >> BigInt(i * 16)) & 0xffffn));
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestLen < 2) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
 /** Parses "a.b.c.d/n" (or v6). Host bits are cleared: "10.0.0.5/24" means 10.0.0.0/24. */
