@@ -34,7 +34,7 @@ import { release } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
-import { loadavg, pct, writeSection } from './report.js';
+import { intOption, loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/cross-host.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/cross-host.ts: end -->';
@@ -700,11 +700,7 @@ function parseOptions(): Options {
     console.log('usage: node dist/bench/cross-host.js [--runs 3] [--seconds 10] [--containers 20] [--out BENCHMARKS.md]');
     process.exit(0);
   }
-  const int = (name: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return n;
-  };
+  const int = intOption;
   return { runs: int('runs', values.runs, 1), seconds: int('seconds', values.seconds, 2), containers: int('containers', values.containers, 1), out: values.out };
 }
 

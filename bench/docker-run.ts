@@ -33,7 +33,7 @@ import { startCalicoNode, type CalicoNodeHandle } from '../test/helpers/calico-n
 import { startDockerd, type DockerdHandle } from '../test/helpers/dockerd.js';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
-import { loadavg, pct, writeSection } from './report.js';
+import { intOption, loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/docker-run.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/docker-run.ts: end -->';
@@ -294,11 +294,7 @@ function parseOptions(): Options {
     console.log('usage: node dist/bench/docker-run.js [--runs 30] [--warmup 3] [--iterations 200] [--out BENCHMARKS.md]');
     process.exit(0);
   }
-  const int = (name: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return n;
-  };
+  const int = intOption;
   return { runs: int('runs', values.runs, 1), warmup: int('warmup', values.warmup, 0), iterations: int('iterations', values.iterations, 1), out: values.out };
 }
 

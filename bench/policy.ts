@@ -52,7 +52,7 @@ import { ExecFileRunner, type CommandResult, type CommandRunner, type RunOptions
 import { networkProfile } from '../plugin/node/docker-sync.js';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
-import { loadavg, pct, writeSection } from './report.js';
+import { intOption, loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/policy.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/policy.ts: end -->';
@@ -893,11 +893,7 @@ function parseOptions(): Options {
     console.log('usage: node dist/bench/policy.js [--endpoints 500] [--policies 200] [--samples 30] [--warmup 2] [--probe-interval 10] [--probe-timeout 50] [--out BENCHMARKS.md]');
     process.exit(0);
   }
-  const int = (name: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-    return n;
-  };
+  const int = intOption;
   return {
     endpoints: int('endpoints', values.endpoints, 2),
     policies: int('policies', values.policies, 1),

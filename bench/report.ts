@@ -33,3 +33,10 @@ export async function writeSection(out: string, section: string, markers: { begi
   else text = `${markers.header}\n${section}\n`;
   await writeFile(out, text.endsWith('\n') ? text : `${text}\n`);
 }
+
+/** A command-line integer option, at least `min`; a clear error otherwise. */
+export function intOption(name: string, value: string, min: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  return n;
+}
