@@ -19,8 +19,8 @@ have curl         || need+=(curl ca-certificates)
 if ((${#need[@]})); then
   echo "installing system packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 have node || { echo "Node.js 20+ is required (apt-get install nodejs npm)" >&2; exit 1; }
 

@@ -131,6 +131,16 @@ export interface NodeRecord {
   routeReflectorClusterId: string | null;
   labels: Record<string, string>;
   startedAt: number;
+  /** "fd00::11/64": this host's IPv6 address (BGP ipv6 channel next hop); absent/null = none. */
+  ipv6Address?: string | null;
+  /** vxlan.calico's address (no prefix), allocated from a VXLAN pool; absent/null = no VXLAN here. */
+  ipv4VXLANTunnelAddr?: string | null;
+  /** vxlan.calico's MAC, which other hosts put in their FDB and neighbour tables. */
+  vxlanTunnelMACAddr?: string | null;
+  /** tunl0's address (no prefix), allocated from an IPIP pool; absent/null = no IPIP here. */
+  ipv4IPIPTunnelAddr?: string | null;
+  /** What this node could not program (e.g. "ipip: kernel module missing"), shown by `node status`. */
+  problems?: string[];
 }
 
 /** projectcalico.org/v3 BGPConfiguration; the cluster-wide one is named `default`. */
@@ -180,6 +190,8 @@ export interface WorkloadEndpoint {
   mtu: number;
   labels: Record<string, string>;
   profiles: string[];
+  /** Floating IPs: traffic to `externalIP` is DNATed to `internalIP` (one of ipNetworks). */
+  ipNATs?: { internalIP: string; externalIP: string }[];
   /** ms since epoch; the garbage collector leaves young endpoints alone (Docker may not list them yet). */
   createdAt: number;
 }
