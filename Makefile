@@ -5,7 +5,7 @@ NODE_TEST := node --test --test-reporter=spec
 UNIT_TESTS = $$(find dist/test/unit -name '*.test.js' | sort)
 SYSTEM_TESTS = $$(find dist/test/integration dist/test/kernel dist/test/harness dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
 
-.PHONY: deps build install run stop test test-unit bench clean testbed-up testbed-down testbed-status
+.PHONY: deps build install install-systemd run stop test test-unit bench clean testbed-up testbed-down testbed-status
 HOSTS ?= 3
 
 deps:
@@ -15,10 +15,19 @@ build: deps
 	@rm -rf dist
 	npx tsc -p tsconfig.json
 	@chmod +x dist/plugin/cli/main.js
+	@printf '{"commit":"%s"}\n' "$$(git rev-parse --short=12 HEAD 2>/dev/null)" > dist/build-info.json
 
 install: build
 	ln -sf "$(CURDIR)/dist/plugin/cli/main.js" /usr/local/bin/calico-ts
 	@echo "installed /usr/local/bin/calico-ts"
+
+# The node as a systemd service (legacy socket mode); the env file is kept if it exists.
+install-systemd: install
+	install -m 0644 packaging/calico-ts.service /etc/systemd/system/calico-ts.service
+	install -d /etc/calico-ts
+	[ -f /etc/calico-ts/calico-ts.env ] || install -m 0644 packaging/calico-ts.env /etc/calico-ts/calico-ts.env
+	systemctl daemon-reload
+	@echo "edit /etc/calico-ts/calico-ts.env, then: systemctl enable --now calico-ts"
 
 run: install
 	@scripts/run.sh

@@ -49,14 +49,17 @@ export function createApp(handlers: PluginHandlers): express.Express {
   const log = handlers.log;
   app.disable('x-powered-by');
   // Docker sends application/vnd.docker.plugins.v1.x+json (or nothing): parse every body as JSON.
+  // Every Docker call, answered or failed, logged once with its latency (debug: one line per call).
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const started = performance.now();
+    res.once('finish', () => log.debug('docker call', { path: req.path, status: res.statusCode, ms: +(performance.now() - started).toFixed(2) }));
+    next();
+  });
   app.use(express.json({ type: () => true, limit: '1mb', strict: false }));
   for (const [path, handler] of Object.entries(routes(handlers))) {
     app.post(path, async (req: Request, res: Response, next: NextFunction) => {
-      const started = performance.now();
       try {
-        const body = asBody(req.body ?? {});
-        const reply = await handler(body);
-        log.debug('docker call', { path, ms: +(performance.now() - started).toFixed(2) });
+        const reply = await handler(asBody(req.body ?? {}));
         res.type('application/vnd.docker.plugins.v1+json').json(reply);
       } catch (err) {
         next(err);

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { EtcdDatastore } from '../datastore/etcd.js';
+import { keys } from '../datastore/model.js';
 import { CalicoError } from '../lib/errors.js';
 import { createLogger } from '../lib/log.js';
 import { loadConfig } from '../node/config.js';
@@ -15,6 +16,8 @@ import { ExecFileRunner } from '../lib/exec.js';
 import { deleteByName, getResources, parseResourceText, writeResources, type OutputFormat } from './crud.js';
 import { ValidationError } from '../lib/errors.js';
 import { selectorCommand } from './selector-command.js';
+import { formatVersion, versionInfo } from './version.js';
+import { checkSystem } from './checksystem.js';
 
 function readInput(file: string): string {
   try {
@@ -24,9 +27,6 @@ function readInput(file: string): string {
   }
 }
 
-export const VERSION: string = (
-  JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
 
 async function withStore<T>(fn: (store: EtcdDatastore) => Promise<T>): Promise<T> {
   const store = new EtcdDatastore({ ...loadConfig().etcd, dialTimeoutMs: 3_000 });
@@ -37,13 +37,28 @@ async function withStore<T>(fn: (store: EtcdDatastore) => Promise<T>): Promise<T
   }
 }
 
+/** Reads one key with a deadline: the etcd client would otherwise retry for a long time. */
+async function pingEtcd(endpoints: string[]): Promise<string> {
+  const started = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`etcd at ${endpoints.join(',')} did not answer within 5 s; check ETCD_ENDPOINTS and that etcd runs`)), 5_000);
+  });
+  try {
+    await Promise.race([withStore((s) => s.get(keys.pool('default-ipv4-ippool'))), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+  return `${endpoints.join(',')} answers (${(performance.now() - started).toFixed(0)} ms)`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('calico-ts').description('Calico-style layer-3 networking for Docker').showHelpAfterError();
   program
     .command('version')
-    .description('print the calico-ts version')
+    .description('print the calico-ts version, the git commit it was built from and the Node.js version')
     .action(() => {
-      process.stdout.write(`calico-ts ${VERSION}\n`);
+      process.stdout.write(formatVersion(versionInfo()) + '\n');
     });
 
   const node = program.command('node').description('run or inspect the calico-ts node on this host');
@@ -130,6 +145,21 @@ export function buildProgram(): Command {
     .option('--labels <list>', "labels to evaluate it against: k=v,k2=v2 (split on the first '='; '' is no labels)")
     .action((expr: string, opts: { labels?: string }) => {
       process.stdout.write(selectorCommand(expr, opts.labels) + '\n');
+    });
+
+  node
+    .command('checksystem')
+    .description('check that this host can run a node: iproute2, veth, VXLAN/IPIP, ipset, iptables backend, ip_forward, BIRD 2, etcd, Docker; exit code 1 when something required is missing')
+    .action(async () => {
+      const config = loadConfig();
+      const report = await checkSystem({
+        runner: new ExecFileRunner(),
+        bgp: config.networkingBackend === 'bird',
+        dockerSocket: config.dockerSocket,
+        pingEtcd: () => pingEtcd(config.etcd.endpoints),
+      });
+      process.stdout.write(report.text + '\n');
+      if (!report.ok) process.exitCode = 1;
     });
 
   node

@@ -1,9 +1,15 @@
 /**
- * Minimal structured logger: one JSON object per line on stderr, filtered by LOG_LEVEL
- * (debug|info|warn|error, default info). Enough for grep and jq; no dependency.
+ * Structured logging: pino, one JSON object per line on stderr (stdout belongs to CLI output),
+ * filtered by LOG_LEVEL (debug|info|warn|error|silent, default info). Callers see only the small
+ * Logger interface below, so the backend stays swappable and unit tests can capture lines.
+ *
+ * Line shape: {"level":"info","time":"<ISO 8601>", ...bindings, ...fields, "msg":"..."}.
  */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
+import { pino, stdTimeFunctions, type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { ValidationError } from './errors.js';
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -13,29 +19,54 @@ export interface Logger {
   child(fields: Record<string, unknown>): Logger;
 }
 
+/** LOG_LEVEL's value: unset or empty = info; anything unknown is an error naming the choices. */
 export function parseLogLevel(value: string | undefined): LogLevel {
-  const v = (value ?? 'info').toLowerCase();
-  return v in RANK ? (v as LogLevel) : 'info';
+  const v = (value || 'info').toLowerCase();
+  if ((LOG_LEVELS as readonly string[]).includes(v)) return v as LogLevel;
+  throw new ValidationError('LOG_LEVEL', `${JSON.stringify(value)} must be one of ${LOG_LEVELS.join(', ')}`);
 }
 
-export function createLogger(
-  level: LogLevel = parseLogLevel(process.env.LOG_LEVEL),
-  base: Record<string, unknown> = {},
-  sink: (line: string) => void = (line) => process.stderr.write(line + '\n'),
-): Logger {
-  const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
-    if (RANK[lvl] < RANK[level]) return;
-    const rec: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, msg, ...base, ...fields };
-    for (const [k, v] of Object.entries(rec)) if (v instanceof Error) rec[k] = { message: v.message, code: (v as { code?: unknown }).code };
-    sink(JSON.stringify(rec));
-  };
+/** Errors anywhere in the fields print as {message, code}: JSON.stringify would print `{}`. */
+function plainErrors(fields: Record<string, unknown>): Record<string, unknown> {
+  let out = fields;
+  for (const [k, v] of Object.entries(fields)) {
+    if (v instanceof Error) {
+      if (out === fields) out = { ...fields };
+      out[k] = { message: v.message, code: (v as { code?: unknown }).code };
+    }
+  }
+  return out;
+}
+
+function wrap(p: PinoLogger): Logger {
   return {
-    debug: (m, f) => emit('debug', m, f),
-    info: (m, f) => emit('info', m, f),
-    warn: (m, f) => emit('warn', m, f),
-    error: (m, f) => emit('error', m, f),
-    child: (f) => createLogger(level, { ...base, ...f }, sink),
+    debug: (m, f) => p.debug(plainErrors(f ?? {}), m),
+    info: (m, f) => p.info(plainErrors(f ?? {}), m),
+    warn: (m, f) => p.warn(plainErrors(f ?? {}), m),
+    error: (m, f) => p.error(plainErrors(f ?? {}), m),
+    child: (f) => wrap(p.child(plainErrors(f))),
   };
 }
 
-export const silentLogger: Logger = createLogger('silent');
+/**
+ * A logger at `level` with `base` fields on every line. `sink` receives each line without its
+ * newline (tests); the default writes synchronously to stderr, so nothing is lost on process.exit.
+ */
+export function createLogger(level: LogLevel = parseLogLevel(process.env.LOG_LEVEL), base: Record<string, unknown> = {}, sink?: (line: string) => void): Logger {
+  const destination: DestinationStream = sink ? { write: (line: string) => sink(line.replace(/\n$/, '')) } : pino.destination({ dest: 2, sync: true });
+  return wrap(
+    pino(
+      {
+        level,
+        base: plainErrors(base),
+        timestamp: stdTimeFunctions.isoTime,
+        formatters: { level: (label) => ({ level: label }) },
+        // plainErrors already shaped errors; pino's own `err` serializer would add type and stack.
+        serializers: { err: (v: unknown) => v },
+      },
+      destination,
+    ),
+  );
+}
+
+export const silentLogger: Logger = createLogger('silent', {}, () => {});

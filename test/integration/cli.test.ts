@@ -23,8 +23,36 @@ describe('calico-ts CLI against a real etcd', () => {
     await etcd?.stop();
   });
 
-  it('version prints the package version', async () => {
-    assert.match((await cli(['version'])).stdout, /^calico-ts \d+\.\d+\.\d+\n$/);
+  it('version prints the package version, the commit and the Node.js version', async () => {
+    const out = (await cli(['version'])).stdout;
+    assert.match(out, /^calico-ts \d+\.\d+\.\d+\ncommit: +([0-9a-f]{7,40}(-dirty)?|unknown)\nnode: +v\d+\.\d+\.\d+\n$/);
+    assert.ok(out.includes(process.version));
+  });
+
+  it('node checksystem probes the real kernel and tools: required checks pass here, nothing is left behind', async () => {
+    const links = async () => (await execFileP('ip', ['-o', 'link', 'show'])).stdout;
+    const { stdout } = await cli(['node', 'checksystem'], { DOCKER_HOST: 'unix:///nonexistent/docker.sock' });
+    for (const name of ['iproute2', 'veth', 'ipset', 'iptables', 'bird', 'etcd']) assert.match(stdout, new RegExp(`^  PASS  ${name} `, 'm'), stdout);
+    assert.match(stdout, /^  (PASS|WARN)  vxlan /m);
+    assert.match(stdout, /^  (PASS|WARN)  ipip /m, 'ipip is optional (this kernel has none)');
+    assert.match(stdout, /^  PASS  iptables +iptables \d[\d.]*, backend (nft|legacy)/m);
+    assert.match(stdout, /^  WARN  docker +optional: Docker API not reachable on \/nonexistent\/docker\.sock/m);
+    assert.match(stdout, /^All required checks passed/m);
+    // Probes ran in throwaway namespaces: no chk* device in ours.
+    assert.doesNotMatch(await links(), /: chk/);
+  });
+
+  it('node checksystem exits 1 and names what is missing when a required piece fails; BIRD not needed without BGP', async () => {
+    await assert.rejects(
+      cli(['node', 'checksystem'], { ETCD_ENDPOINTS: 'http://127.0.0.1:1', CALICO_NETWORKING_BACKEND: 'none' }),
+      (err: { code: number; stdout: string }) => {
+        assert.equal(err.code, 1);
+        assert.match(err.stdout, /^  FAIL  etcd +.*127\.0\.0\.1:1/m);
+        assert.match(err.stdout, /^  PASS  bird +not needed \(CALICO_NETWORKING_BACKEND=none\)/m);
+        assert.match(err.stdout, /^1 required check\(s\) failed: etcd\./m);
+        return true;
+      },
+    );
   });
 
   it('ipam show lists pools, blocks per host and addresses with owners', async () => {
