@@ -36,8 +36,9 @@ stop:
 	@scripts/stop.sh
 
 # One run, one summary. Files run one at a time: system tests start etcd, dockerd and namespaces.
+# Runs from several clones on one machine share its kernel and cores: they take turns (flock).
 test: build
-	$(NODE_TEST) --test-concurrency=1 $(UNIT_TESTS) $(SYSTEM_TESTS)
+	flock /run/calico-ts-make-test.lock $(NODE_TEST) --test-concurrency=1 $(UNIT_TESTS) $(SYSTEM_TESTS)
 
 test-unit: build
 	$(NODE_TEST) $(UNIT_TESTS)
