@@ -34,6 +34,9 @@ export interface NetworkDriverDeps {
   log: Logger;
   /** Default veth MTU when the network sets none (0 = kernel default). */
   defaultMtu: number;
+  /** Veth MTU when neither the network nor defaultMtu sets one: the underlay's minus the encapsulation
+   * of the pool holding the address (0 = unknown, kernel default). */
+  autoMtu?: (address: string) => number;
   /** Called after CreateNetwork has answered, to learn the network's name without blocking Docker. */
   onNetworkCreated?: (networkId: string) => void;
   /** Called after Join, to learn the endpoint's container and labels without blocking Docker. */
@@ -145,7 +148,8 @@ export class NetworkDriver {
       interfaceName: hostVethName(endpointId),
       ipNetworks: [`${ip}/${family === 4 ? 32 : 128}`],
       mac: readOptionalString(iface, 'MacAddress') || null,
-      mtu: network.mtu || this.deps.defaultMtu,
+      // Precedence: the network's -o com.docker.network.driver.mtu, then CALICO_TS_VETH_MTU, then the pool's.
+      mtu: network.mtu || this.deps.defaultMtu || (this.deps.autoMtu?.(ip) ?? 0),
       labels: {},
       profiles: network.name ? [network.name] : [],
       createdAt: Date.now(),

@@ -15,6 +15,7 @@
  * - `protocol kernel calico_kernel`: import none (the kernel's routes are not ours to announce);
  *   export only BGP-learned routes inside the pools (never static blackholes, never device routes).
  *   They appear in the kernel as `proto bird`. BIRD removes stale `proto bird` routes on start.
+ *   Pools with vxlanMode Always/CrossSubnet are rejected there: the node routes them from etcd.
  * - `protocol device` (interfaces, for `direct` next-hop resolution), scanning every second: BIRD
  *   2.0.12's main loop polls with a 3 s timeout when idle, and the first UPDATE after a session
  *   comes up was measured waiting for that wake-up (established → UPDATE: 3.0 s); any 1 s timer
@@ -124,6 +125,14 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
       .map((p) => v4Cidr(p.cidr, 'pool cidr'))
       .filter((c): c is V4Cidr => c !== null),
   );
+  // VXLAN pools (Always and CrossSubnet) are routed by the node from etcd (calc/overlay.ts): BIRD still
+  // announces their blocks but puts none of their routes into the kernel.
+  const vxlanPools = sortedUnique(
+    inputs.pools
+      .filter((p) => !p.disabled && (p.vxlanMode ?? 'Never') !== 'Never')
+      .map((p) => v4Cidr(p.cidr, 'pool cidr'))
+      .filter((c): c is V4Cidr => c !== null),
+  );
   const blocks = sortedUnique(inputs.localBlocks.map((b) => v4Cidr(b, 'block')).filter((c): c is V4Cidr => c !== null));
   const calicoNodeIps = new Set(inputs.nodes.map((n) => n.ipv4));
 
@@ -160,6 +169,7 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line('# Only routes learned over BGP: never our blackholes (static) or device routes.');
   line('filter calico_kernel_export {');
   line('  if source != RTS_BGP then reject;');
+  if (vxlanPools.length > 0) line(`  if net ~ [ ${vxlanPools.map((p) => `${p.text}+`).join(', ')} ] then reject; # VXLAN pools: routed by calico-ts`);
   line('  if net ~ CALICO_POOLS then accept;');
   line('  reject;');
   line('}');

@@ -51,7 +51,7 @@ export interface BgpInputs {
   /** Blocks this node holds: announced as blackhole static routes. */
   localBlocks: string[];
   /** Pool CIDRs: only routes inside them are exported to peers or imported into the kernel. */
-  pools: { cidr: string; disabled: boolean }[];
+  pools: { cidr: string; disabled: boolean; vxlanMode?: 'Never' | 'Always' | 'CrossSubnet' }[];
 }
 
 /** Label selector evaluation, injected (Calico's selector grammar lives in its own module). */

@@ -167,7 +167,9 @@ export function buildProgram(): Command {
     .description("is the node running, and the state of each BGP session (BIRD's view)")
     .action(async () => {
       const runDir = process.env.CALICO_TS_RUN_DIR || '/run/calico-ts';
-      process.stdout.write((await nodeStatus(runDir, new ExecFileRunner())) + '\n');
+      // The record (tunnels, problems) is extra: without etcd the BGP part still prints.
+      const readRecord = (name: string) => withStore(async (store) => (await store.get(keys.node(name)))?.value);
+      process.stdout.write((await nodeStatus(runDir, new ExecFileRunner(), readRecord)) + '\n');
     });
 
   const ipam = program.command('ipam').description('IP address management');

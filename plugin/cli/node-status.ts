@@ -9,6 +9,7 @@ import type { PeerSession, PeerStatus } from '../bgp/types.js';
 import type { CommandRunner } from '../lib/exec.js';
 import { CalicoError, InternalError } from '../lib/errors.js';
 import { SESSIONS_FILE } from '../node/bgp-agent.js';
+import type { NodeRecord } from '../datastore/model.js';
 
 export class NodeNotRunningError extends CalicoError {
   readonly code = 'NOT_FOUND' as const;
@@ -38,14 +39,38 @@ export function boxTable(headers: string[], rows: string[][]): string {
   return [rule, line(headers, center), rule, ...rows.map((r) => line(r, (t, w) => ` ${t.padEnd(w - 1)}`)), rule].join('\n');
 }
 
-export async function nodeStatus(runDir: string, runner: CommandRunner): Promise<string> {
+/** The node's own record (tunnels, problems), read from the datastore; undefined when it cannot be read. */
+export type NodeRecordReader = (node: string) => Promise<NodeRecord | undefined>;
+
+/** Tunnels and what the node could not program, from its record. */
+function recordLines(record: NodeRecord | undefined): string[] {
+  if (!record) return [];
+  const out: string[] = [];
+  if (record.ipv4VXLANTunnelAddr) out.push('', `VXLAN tunnel: vxlan.calico ${record.ipv4VXLANTunnelAddr} (VTEP MAC ${record.vxlanTunnelMACAddr ?? '?'})`);
+  const problems = record.problems ?? [];
+  if (problems.length > 0) out.push('', 'Problems', ...problems.map((p) => `  - ${p}`));
+  return out;
+}
+
+function statusNodeName(runDir: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')) as { node?: string }).node;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function nodeStatus(runDir: string, runner: CommandRunner, readRecord?: NodeRecordReader): Promise<string> {
   if (!processRunning(runDir)) {
     throw new NodeNotRunningError(`Calico-ts process is not running (no live node with run dir ${runDir}); start it with make run or calico-ts node run`);
   }
+  const name = statusNodeName(runDir);
+  const record = name && readRecord ? await readRecord(name).catch(() => undefined) : undefined;
   const out = ['Calico-ts process is running.', ''];
   const sessionsFile = join(runDir, SESSIONS_FILE);
   if (!existsSync(sessionsFile)) {
     out.push('BGP is not running on this node (CALICO_NETWORKING_BACKEND=none, or no IPv4 address: see the node log).');
+    out.push(...recordLines(record));
     return out.join('\n');
   }
   const sessions = JSON.parse(readFileSync(sessionsFile, 'utf8')) as PeerSession[];
@@ -65,5 +90,6 @@ export async function nodeStatus(runDir: string, runner: CommandRunner): Promise
           statuses.map((s) => [s.peerIP, s.type, s.state, s.since, s.info]),
         ),
   );
+  out.push(...recordLines(record));
   return out.join('\n');
 }

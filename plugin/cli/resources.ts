@@ -251,7 +251,8 @@ export const nodeKind: ResourceKind<NodeRecord> = {
     if (!existing) throw new ValidationError(`${at}.metadata.name`, `node ${JSON.stringify(doc.metadata.name)} is not registered; nodes register themselves with calico-ts node run`);
     const bgp = (doc.spec.bgp ?? {}) as Spec;
     if (typeof bgp !== 'object' || Array.isArray(bgp)) throw new ValidationError(`${at}.spec.bgp`, 'must be an object');
-    onlyFields(doc.spec, ['bgp'], `${at}.spec`);
+    // The tunnel fields are the node's own (shown by get, ignored by apply so a round trip works).
+    onlyFields(doc.spec, ['bgp', 'ipv4VXLANTunnelAddr', 'vxlanTunnelMACAddr'], `${at}.spec`);
     onlyFields(bgp, ['ipv4Address', 'asNumber', 'routeReflectorClusterID'], `${at}.spec.bgp`);
     const rr = optString(bgp, 'routeReflectorClusterID', `${at}.spec.bgp`);
     if (rr !== undefined && rr !== '') parseAddress(rr, `${at}.spec.bgp.routeReflectorClusterID`);
@@ -273,6 +274,7 @@ export const nodeKind: ResourceKind<NodeRecord> = {
       bgp: Object.fromEntries(
         Object.entries({ ipv4Address: n.ipv4Address, asNumber: n.asNumber, routeReflectorClusterID: n.routeReflectorClusterId }).filter(([, v]) => v !== null),
       ),
+      ...(n.ipv4VXLANTunnelAddr ? { ipv4VXLANTunnelAddr: n.ipv4VXLANTunnelAddr, vxlanTunnelMACAddr: n.vxlanTunnelMACAddr } : {}),
     },
   }),
   name: (n) => n.name,

@@ -52,6 +52,9 @@ export const DEFAULT_IPV4_POOL: IPPool = {
 };
 
 export const UNBOUND_PREFIX = 'unbound:';
+/** Handles of tunnel addresses (`vxlan-tunnel-addr-<node>`, `ipip-tunnel-addr-<node>`): owned by the node
+ * itself, never by a Docker endpoint, so the garbage collector leaves them alone. */
+export const isTunnelHandle = (handle: string): boolean => /^(vxlan|ipip)-tunnel-addr-/.test(handle);
 const MAX_ATTEMPTS = 20;
 const POOL_CACHE_MS = 1000;
 

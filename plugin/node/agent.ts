@@ -25,7 +25,9 @@ import { PolicyAgent } from './policy-agent.js';
 import { FilterApplier } from '../dataplane/filter-applier.js';
 import type { PolicyDataplane } from '../dataplane/policy-types.js';
 import { BirdSupervisor } from '../bgp/bird.js';
-import { Reconciler } from './reconciler.js';
+import { Reconciler, type OverlayParts } from './reconciler.js';
+import { OverlayDataplane } from '../dataplane/overlay.js';
+import { VxlanTunnelAddress } from './tunnel-address.js';
 
 export interface NodeAgentDeps {
   store?: Datastore;
@@ -58,7 +60,16 @@ export class NodeAgent {
     this.policy = config.policyEnforcement
       ? new PolicyAgent(this.store, config.nodeName, deps.policyDataplane ?? new FilterApplier(new ExecFileRunner(), { log: this.log }), this.log.child({ component: 'policy' }))
       : undefined;
-    this.reconciler = new Reconciler(this.store, dataplane, config.nodeName, this.log);
+    // The overlay (VXLAN, CrossSubnet routes) comes with the real dataplane; tests that inject a dataplane
+    // inject none.
+    const overlay: OverlayParts | undefined = deps.dataplane
+      ? undefined
+      : {
+          dataplane: new OverlayDataplane(new ExecFileRunner(), { log: this.log }),
+          tunnel: new VxlanTunnelAddress(this.store, this.ipam, config.nodeName, this.log.child({ component: 'vxlan' })),
+          vxlanMtu: config.vxlanMtu,
+        };
+    this.reconciler = new Reconciler(this.store, dataplane, config.nodeName, this.log, overlay);
     this.dockerSync = new DockerSync({
       store: this.store,
       ipam: this.ipam,
@@ -111,6 +122,7 @@ export class NodeAgent {
       node: config.nodeName,
       log: this.log,
       defaultMtu: config.defaultMtu,
+      autoMtu: (address) => this.reconciler.workloadMtuFor(address),
       onNetworkCreated: (id) => this.dockerSync.resolveNameSoon(id),
       onEndpointJoined: (networkId, endpointId) => this.dockerSync.resolveEndpointSoon(networkId, endpointId),
     });
@@ -140,6 +152,8 @@ export class NodeAgent {
     const ipv4Address = await detectIPv4(new ExecFileRunner(), { IP: config.ip, IP_AUTODETECTION_METHOD: config.ipAutodetectionMethod });
     if (!ipv4Address) this.log.warn('no IPv4 address found for this host; set IP or IP_AUTODETECTION_METHOD (BGP stays off)');
     await casLoop(this.store, keys.node(config.nodeName), (cur) => ({
+      // Fields other modules keep (tunnel addresses, problems) survive a restart.
+      ...cur?.value,
       name: config.nodeName,
       ipv4Address,
       asNumber: config.asNumber ?? cur?.value.asNumber ?? null,

@@ -61,7 +61,7 @@ export async function loadBgpInputs(store: Datastore, node: string): Promise<Bgp
       ...(p.peerSelector ? { peerSelector: p.peerSelector } : {}),
     })),
     localBlocks: blocks.items.filter((b) => b.value.affinity === `host:${node}`).map((b) => b.value.cidr).sort(),
-    pools: pools.items.map((p) => ({ cidr: p.value.cidr, disabled: p.value.disabled })),
+    pools: pools.items.map((p) => ({ cidr: p.value.cidr, disabled: p.value.disabled, vxlanMode: p.value.vxlanMode })),
   };
 }
 

@@ -35,7 +35,10 @@ export interface NodeConfig {
   gcGraceMs: number;
   /** Addresses Docker requested but never bound to an endpoint are kept this long (a slow `docker run`). */
   gcUnboundGraceMs: number;
+  /** Veth MTU when neither the network nor the pool's encapsulation decides it; 0 = automatic. */
   defaultMtu: number;
+  /** vxlan.calico's MTU (CALICO_TS_VXLAN_MTU or FELIX_VXLANMTU); 0 = the underlay's − 50. */
+  vxlanMtu: number;
 }
 
 export const DEFAULT_ETCD_ENDPOINT = 'http://127.0.0.1:2379';
@@ -51,6 +54,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
   const dockerHost = env.DOCKER_HOST || 'unix:///var/run/docker.sock';
   if (!dockerHost.startsWith('unix://')) throw new ValidationError('DOCKER_HOST', 'only unix:// sockets are supported');
   const runDir = env.CALICO_TS_RUN_DIR || '/run/calico-ts';
+  /** Our name, or Felix's when only that is set (errors then name the variable the user set). */
+  const alias = (ours: string, felix: string): string => (env[ours] === undefined || env[ours] === '') && env[felix] ? felix : ours;
   const number = (name: string, fallback: number, min: number, max: number): number => {
     const raw = env[name];
     if (raw === undefined || raw === '') return fallback;
@@ -80,7 +85,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     gcIntervalMs: number('CALICO_TS_GC_INTERVAL_MS', 60_000, 100, 86_400_000),
     gcGraceMs: number('CALICO_TS_GC_GRACE_MS', 60_000, 0, 86_400_000),
     gcUnboundGraceMs: number('CALICO_TS_GC_UNBOUND_GRACE_MS', 600_000, 0, 86_400_000),
-    defaultMtu: number('CALICO_TS_VETH_MTU', 0, 0, 65535),
+    defaultMtu: number(alias('CALICO_TS_VETH_MTU', 'FELIX_VETHMTU'), 0, 0, 65535),
+    vxlanMtu: number(alias('CALICO_TS_VXLAN_MTU', 'FELIX_VXLANMTU'), 0, 0, 65535),
   };
 }
 

@@ -12,7 +12,7 @@ import Docker from 'dockerode';
 import { casLoop, type Datastore } from '../datastore/datastore.js';
 import { keys, type Key, type Network, type Profile } from '../datastore/model.js';
 import type { Dataplane } from '../dataplane/types.js';
-import { UNBOUND_PREFIX, type Ipam } from '../ipam/ipam.js';
+import { UNBOUND_PREFIX, isTunnelHandle, type Ipam } from '../ipam/ipam.js';
 import { formatAddress, parseCidr } from '../lib/cidr.js';
 import { AlreadyExistsError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
@@ -257,7 +257,7 @@ export class DockerSync {
     for (const { value: block } of (await this.o.store.list(keys.blocks())).items) {
       const cidr = parseCidr(block.cidr);
       for (const [i, a] of block.allocations.entries()) {
-        if (!a || a.node !== this.o.node) continue;
+        if (!a || a.node !== this.o.node || isTunnelHandle(a.handle)) continue;
         const unbound = a.handle.startsWith(UNBOUND_PREFIX);
         const stale = unbound ? now - a.since > this.unboundGraceMs : !known.has(a.handle) && !live.has(a.handle) && now - a.since > this.graceMs;
         if (!stale) continue;

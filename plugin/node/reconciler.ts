@@ -4,11 +4,25 @@
  * the datastore before an endpoint existed can never delete the veth Join just made.
  */
 import { desiredHostState } from '../calc/host-state.js';
+import { crossSubnetProblems, desiredOverlay, poolContaining, workloadMtu } from '../calc/overlay.js';
 import type { Datastore, Watch } from '../datastore/datastore.js';
-import { keys } from '../datastore/model.js';
+import { keys, type Block, type IPPool, type NodeRecord } from '../datastore/model.js';
+import type { OverlayDataplane } from '../dataplane/overlay.js';
 import type { Dataplane, DesiredEndpoint, ReconcileReport } from '../dataplane/types.js';
 import type { Logger } from '../lib/log.js';
 import { Mutex } from '../lib/mutex.js';
+import type { VxlanTunnelAddress } from './tunnel-address.js';
+
+/** Routes to other nodes' blocks when pools use VXLAN (and CrossSubnet): programmed from etcd. */
+export interface OverlayParts {
+  dataplane: OverlayDataplane;
+  tunnel: VxlanTunnelAddress;
+  /** vxlan.calico MTU; 0 = underlay − 50. */
+  vxlanMtu: number;
+}
+
+/** The node-record problems the overlay owns (other modules own other prefixes). */
+const OVERLAY_PROBLEM_PREFIXES = ['vxlan:', 'cross-subnet:'];
 
 const WATCH_DEBOUNCE_MS = 1000;
 
@@ -26,7 +40,18 @@ export class Reconciler {
     private readonly dataplane: Dataplane,
     private readonly node: string,
     private readonly log: Logger,
+    private readonly overlay?: OverlayParts,
   ) {}
+
+  /** The underlay's MTU as the overlay last saw it (workload veth MTUs follow it). */
+  underlayMtu: number | undefined;
+  private pools: IPPool[] = [];
+
+  /** The veth MTU for a new workload address: underlay − the encapsulation of its pool (0 = unknown). */
+  workloadMtuFor(address: string): number {
+    if (this.underlayMtu === undefined) return 0;
+    return workloadMtu(this.underlayMtu, poolContaining(this.pools, address));
+  }
 
   /** The dataplane as the plugin API must use it: serialised with reconciles. */
   get lockedDataplane(): Dataplane {
@@ -43,11 +68,34 @@ export class Reconciler {
       const [endpoints, blocks] = await Promise.all([this.store.list(keys.endpoints(this.node)), this.store.list(keys.blocks())]);
       const desired = desiredHostState(this.node, endpoints.items.map((i) => i.value), blocks.items.map((i) => i.value));
       const report = await this.dataplane.reconcile(desired);
+      if (this.overlay) {
+        const [nodes, pools] = await Promise.all([this.store.list(keys.nodes()), this.store.list(keys.pools())]);
+        const overlayChanges = await this.reconcileOverlay(
+          this.overlay,
+          nodes.items.map((i) => i.value),
+          pools.items.map((i) => i.value),
+          blocks.items.map((i) => i.value),
+        );
+        report.changes.push(...overlayChanges);
+      }
       if (report.changes.length > 0) this.log.info('reconciled dataplane', { changes: report.changes });
       this.lastReport = report;
       this.lastError = undefined;
       return report;
     });
+  }
+
+  private async reconcileOverlay(overlay: OverlayParts, nodes: NodeRecord[], pools: IPPool[], blocks: Block[]): Promise<string[]> {
+    const index = nodes.findIndex((n) => n.name === this.node);
+    const self = nodes[index];
+    if (!self) return [];
+    this.pools = pools;
+    nodes[index] = await overlay.tunnel.ensure(self, pools);
+    const desired = desiredOverlay({ node: this.node, nodes, pools, blocks, vxlanMtu: overlay.vxlanMtu });
+    const report = await overlay.dataplane.reconcile(desired, self.ipv4Address?.split('/')[0]);
+    this.underlayMtu = report.underlayMtu;
+    await overlay.tunnel.recordProblems(OVERLAY_PROBLEM_PREFIXES, [...report.problems, ...crossSubnetProblems(this.node, nodes, pools)]);
+    return report.changes;
   }
 
   /** Schedules a reconcile soon, coalescing bursts of events into one. */
@@ -62,7 +110,9 @@ export class Reconciler {
   async start(intervalMs: number): Promise<void> {
     await this.reconcileNow();
     const revision = (await this.store.list(keys.endpoints(this.node))).revision + 1;
-    for (const prefix of [keys.endpoints(this.node), keys.blocks()] as { path: string }[]) {
+    const prefixes: { path: string }[] = [keys.endpoints(this.node), keys.blocks()];
+    if (this.overlay) prefixes.push(keys.nodes(), keys.pools());
+    for (const prefix of prefixes) {
       this.watches.push(
         // Not at once: the plugin's own writes (CreateEndpoint, then Join a few ms later) trigger these
         // events, and Join plumbs its veth itself. Waiting lets a burst of container starts settle

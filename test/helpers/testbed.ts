@@ -13,6 +13,10 @@
 //                        ETCD_ENDPOINTS=http://10.K.0.1:2379) serving the dockerd's plugin dir, its run
 //                        dir under the dockerd's; the image local/busybox imported.
 //
+// Two subnets (option `subnets`, e.g. [0, 0, 1]: host i on subnet subnets[i]): the fabric netns is then
+// a router between bridges br0 10.K.0.1/24 and br1 10.K.1.1/24 (ip_forward on, no route to any pool),
+// host i gets eth0 10.K.<s>.<10+i>/24, default via 10.K.<s>.1 — the seeds' hosts on two subnets.
+//
 // K is leased: /run/calico-ts-testbed/leases/<K>.json is created exclusively and names its owner
 // (pid + start time), so testbeds of parallel test processes never share a subnet. Addresses exist
 // only inside the testbed's namespaces; nothing is added to the host's own network namespace.
@@ -66,6 +70,8 @@ export interface TestbedOptions {
   name?: string;
   /** Called with progress lines (e.g. console.error). Default: silent. */
   log?: (msg: string) => void;
+  /** Subnet index (0 or 1) of each host; default all 0 (one bridge). With a 1, the fabric routes between two. */
+  subnets?: number[];
 }
 
 export interface TestbedHost {
@@ -107,6 +113,8 @@ export interface Testbed {
   readonly name: string;
   /** "10.K.0.0/24". */
   readonly subnet: string;
+  /** Every host subnet: ["10.K.0.0/24"] or, with two, ["10.K.0.0/24", "10.K.1.0/24"]. */
+  readonly subnets: string[];
   /** br0's address in the fabric netns, 10.K.0.1. */
   readonly fabricIp: string;
   readonly fabricNetns: string;
@@ -332,6 +340,10 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
   const t0 = performance.now();
   const log = opts.log ?? (() => {});
   const names = hostNames(opts.hosts);
+  const subnetOf = names.map((_, i) => opts.subnets?.[i] ?? 0);
+  if (subnetOf.some((s) => s !== 0 && s !== 1)) throw new Error(`subnets: each host is on subnet 0 or 1, not ${JSON.stringify(opts.subnets)}`);
+  const subnetCount = subnetOf.includes(1) ? 2 : 1;
+  const hostIp = (k: number, i: number): string => `10.${k}.${subnetOf[i] ?? 0}.${11 + i}`;
   await sweepStaleTestbeds().then(
     (s) => s.length && console.error(`testbed: removed leftovers of dead processes: ${s.join(' ')}`),
     (err: Error) => console.error(`testbed: sweeping leftovers failed: ${err.message}`),
@@ -384,11 +396,14 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
       await fabric.delete();
     });
     const fx = (argv: string[]) => run(['ip', '-n', fabricNetns, ...argv]);
-    await fx(['link', 'add', 'br0', 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0']);
-    await fx(['addr', 'add', `${fabricIp}/24`, 'dev', 'br0']);
-    await fx(['link', 'set', 'br0', 'up']);
-    // A switch, not a router.
-    await fabric.exec(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=0', 'net.ipv6.conf.all.forwarding=0']);
+    for (let s = 0; s < subnetCount; s++) {
+      await fx(['link', 'add', `br${s}`, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0']);
+      await fx(['addr', 'add', `10.${k}.${s}.1/24`, 'dev', `br${s}`]);
+      await fx(['link', 'set', `br${s}`, 'up']);
+    }
+    // One subnet: a switch, not a router. Two: a router between them, with no route to any pool.
+    const forward = subnetCount > 1 ? '1' : '0';
+    await fabric.exec(['sysctl', '-q', '-w', `net.ipv4.ip_forward=${forward}`, 'net.ipv6.conf.all.forwarding=0']);
 
     // --- etcd (in parallel with the host namespaces) ---
     const etcdP = (async () => {
@@ -412,7 +427,8 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
       names.map((h, i) => async () => {
         const hc = hostCleanups[i]!;
         const ns = hostNetns[i]!;
-        const ip = `10.${k}.0.${11 + i}`;
+        const ip = hostIp(k, i);
+        const gateway = `10.${k}.${subnetOf[i] ?? 0}.1`;
         if (await netnsExists(ns)) throw new Error(`netns ${ns} already exists`);
         const hn = await createNetns({ name: ns });
         hc.add(`netns ${ns}`, async () => {
@@ -421,10 +437,10 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
         });
         const port = `p${i + 1}`;
         await fx(['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-        await fx(['link', 'set', port, 'master', 'br0', 'up']);
+        await fx(['link', 'set', port, 'master', `br${subnetOf[i] ?? 0}`, 'up']);
         await run(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
         await run(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
-        await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', fabricIp, 'dev', 'eth0']);
+        await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', gateway, 'dev', 'eth0']);
       }),
     );
     timings.fabricMs = performance.now() - t;
@@ -439,7 +455,7 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
       names.map((h, i) => async () => {
         const hc = hostCleanups[i]!;
         const ns = hostNetns[i]!;
-        const ip = `10.${k}.0.${11 + i}`;
+        const ip = hostIp(k, i);
         const dname = dockerdNames[i]!;
         const td = performance.now();
         const dockerd = await startDockerd({ name: dname, netns: ns, iptables: opts.iptables ?? false });
@@ -515,6 +531,7 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
     const testbed: Testbed = {
       name,
       subnet,
+      subnets: Array.from({ length: subnetCount }, (_, s) => `10.${k}.${s}.0/24`),
       fabricIp,
       fabricNetns,
       etcdEndpoint,

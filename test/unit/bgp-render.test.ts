@@ -153,3 +153,27 @@ describe('renderBirdConfig', () => {
     assert.equal(text.split('\n').filter((l) => l.startsWith('router id')).length, 1);
   });
 });
+
+describe('renderBirdConfig with VXLAN pools', () => {
+  it('keeps BIRD from putting routes of VXLAN pools into the kernel, and only those', () => {
+    const inputs: BgpInputs = {
+      ...base,
+      pools: [
+        { cidr: '192.168.0.0/16', disabled: false, vxlanMode: 'Never' },
+        { cidr: '10.1.0.0/16', disabled: false, vxlanMode: 'Always' },
+        { cidr: '10.2.0.0/16', disabled: false, vxlanMode: 'CrossSubnet' },
+        { cidr: '10.3.0.0/16', disabled: true, vxlanMode: 'Always' },
+      ],
+    };
+    const text = renderBirdConfig(inputs, [mesh]);
+    const kernel = /filter calico_kernel_export \{\n([\s\S]*?)\n\}/.exec(text)?.[1] ?? '';
+    assert.match(kernel, /if net ~ \[ 10\.1\.0\.0\/16\+, 10\.2\.0\.0\/16\+ \] then reject;/);
+    assert.doesNotMatch(kernel, /192\.168|10\.3\./);
+    // Still announced to peers: the pool set is unchanged.
+    assert.match(text, /define CALICO_POOLS = \[ 10\.1\.0\.0\/16\+, 10\.2\.0\.0\/16\+, 192\.168\.0\.0\/16\+ \];/);
+  });
+
+  it('renders no reject line without VXLAN pools', () => {
+    assert.doesNotMatch(renderBirdConfig(base, [mesh]), /VXLAN pools/);
+  });
+});
