@@ -34,6 +34,7 @@ import { release } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
+import { CLI } from '../test/helpers/calico-node.js';
 import { intOption, loadavg, pct, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/cross-host.ts: begin (generated, do not edit by hand) -->';
@@ -683,6 +684,8 @@ interface Options {
   seconds: number;
   containers: number;
   out: string;
+  /** Pool encapsulation under test: none (routed, the default) or vxlan (vxlanMode Always). */
+  mode: 'none' | 'vxlan';
 }
 
 function parseOptions(): Options {
@@ -692,16 +695,18 @@ function parseOptions(): Options {
       seconds: { type: 'string', default: '10' },
       containers: { type: 'string', default: '20' },
       out: { type: 'string', default: 'BENCHMARKS.md' },
+      mode: { type: 'string', default: 'none' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
   });
   if (values.help) {
-    console.log('usage: node dist/bench/cross-host.js [--runs 3] [--seconds 10] [--containers 20] [--out BENCHMARKS.md]');
+    console.log('usage: node dist/bench/cross-host.js [--runs 3] [--seconds 10] [--containers 20] [--out BENCHMARKS.md] [--mode none|vxlan]');
     process.exit(0);
   }
   const int = intOption;
-  return { runs: int('runs', values.runs, 1), seconds: int('seconds', values.seconds, 2), containers: int('containers', values.containers, 1), out: values.out };
+  if (values.mode !== 'none' && values.mode !== 'vxlan') throw new Error(`--mode ${values.mode}: use none or vxlan`);
+  return { runs: int('runs', values.runs, 1), seconds: int('seconds', values.seconds, 2), containers: int('containers', values.containers, 1), out: values.out, mode: values.mode };
 }
 
 // ---- the measurements ---------------------------------------------------------------------------
@@ -1015,6 +1020,147 @@ function renderSection(r: Results): string {
 }
 
 
+// ---- --mode vxlan: the pool in VXLAN (Always) against VXLAN built by hand -------------------------
+
+const VX_BEGIN = '<!-- bench/cross-host.ts --mode vxlan: begin (generated, do not edit by hand) -->';
+const VX_END = '<!-- bench/cross-host.ts --mode vxlan: end -->';
+type VxVariant = 'calico' | 'hand' | 'host';
+const VX_VARIANTS: readonly VxVariant[] = ['calico', 'hand', 'host'];
+const VX_LABEL: Record<VxVariant, string> = { calico: 'calico-ts VXLAN', hand: 'hand-built VXLAN', host: 'host→host' };
+/** The hand-built tunnel: its own device and VNI on the same UDP port as calico-ts's. */
+const HAND_VXLAN = { dev: 'vxh', vni: '4097', port: '4789', mtu: '1450' };
+
+/**
+ * VXLAN made by hand between the two hand-made "containers" (buildHandPath): per host a vxlan device
+ * (nolearning, underlay eth0) with a /32, a permanent neighbour and FDB entry for the other host's VTEP,
+ * and `<other container>/32 via <its VTEP> dev vxh onlink` in place of the plain route; veth MTU 1450
+ * on both ends, as calico-ts gives its containers on a VXLAN pool.
+ */
+async function makeHandPathVxlan(sides: HandSide[], cleanup: Cleanup): Promise<void> {
+  const vtep = (i: number): string => `172.30.${i + 1}.1`;
+  const mac = (i: number): string => `02:00:00:00:30:0${i + 1}`;
+  for (const [i, s] of sides.entries()) {
+    const h = (argv: string[]) => run(['ip', '-n', s.host.netns, ...argv]);
+    const { dev, vni, port, mtu } = HAND_VXLAN;
+    await h(['link', 'add', dev, 'address', mac(i), 'mtu', mtu, 'type', 'vxlan', 'id', vni, 'local', s.host.ip, 'dev', 'eth0', 'dstport', port, 'nolearning']);
+    cleanup.add(`link ${dev} on ${s.host.name}`, () => h(['link', 'del', dev]).catch(() => undefined));
+    await h(['addr', 'add', `${vtep(i)}/32`, 'dev', dev]);
+    await h(['link', 'set', dev, 'up']);
+    await h(['link', 'set', s.veth, 'mtu', mtu]);
+    await run(['ip', '-n', s.ns, 'link', 'set', 'eth0', 'mtu', mtu]);
+  }
+  for (const [i, s] of sides.entries()) {
+    for (const [j, o] of sides.entries()) {
+      if (i === j) continue;
+      const h = (argv: string[]) => run(['ip', '-n', s.host.netns, ...argv]);
+      await h(['neigh', 'replace', vtep(j), 'lladdr', mac(j), 'dev', HAND_VXLAN.dev, 'nud', 'permanent']);
+      await run(['bridge', '-n', s.host.netns, 'fdb', 'append', mac(j), 'dev', HAND_VXLAN.dev, 'dst', o.host.ip, 'self', 'permanent']);
+      await h(['route', 'replace', `${o.ip}/32`, 'via', vtep(j), 'dev', HAND_VXLAN.dev, 'onlink']);
+    }
+  }
+}
+
+async function benchVxlan(o: Options, tb: Testbed, cleanup: Cleanup, machine: Machine, started: number): Promise<void> {
+  const [h1, h2] = [tb.hosts[0]!, tb.hosts[1]!];
+  const cliEnv = (h: TestbedHost) => ({ PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: tb.etcdEndpoint, CALICO_TS_RUN_DIR: `${h.dockerd.runDir}/calico-ts` });
+  await h1.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', NET);
+  await waitFor(async () => (await h2.docker('network', 'ls', '--format', '{{.Name}} {{.Driver}}')).includes(`${NET} calico-ts`), 20_000, `${NET} on ${h2.name}`);
+  // As a user would: the default pool to VXLAN Always, with the CLI, before any container starts.
+  const pool = 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: default-ipv4-ippool}\nspec: {cidr: 192.168.0.0/16, blockSize: 26, vxlanMode: Always}\n';
+  await h1.exec([process.execPath, CLI, 'apply', '-f', '-'], { env: cliEnv(h1), input: pool, timeoutMs: 30_000 });
+  for (const h of [h1, h2]) await waitFor(async () => (await h.exec(['ip', 'link', 'show', 'vxlan.calico']).catch(() => ({ stdout: '' }))).stdout.includes('UP'), 20_000, `vxlan.calico on ${h.name}`);
+  const srv = await runContainer(h2, 'iperf-srv');
+  const cli = await runContainer(h1, 'iperf-cli');
+  const hand = await buildHandPath(tb, cleanup, 'hand', 2);
+  await makeHandPathVxlan(hand, cleanup);
+  const [a1, a2] = [hand[0]!, hand[1]!];
+  const ep: Record<VxVariant, Endpoints> = {
+    calico: { clientNs: cli.ns, serverNs: srv.ns, serverIp: srv.ip, port: PORT.calico! },
+    hand: { clientNs: a1.nsPath, serverNs: a2.nsPath, serverIp: a2.ip, port: PORT.hand! },
+    host: { clientNs: `/run/netns/${h1.netns}`, serverNs: `/run/netns/${h2.netns}`, serverIp: h2.ip, port: PORT.host! },
+  };
+  for (const v of VX_VARIANTS) {
+    const e = ep[v];
+    await waitFor(async () => (await run(inNs(e.clientNs, ['ping', '-n', '-c', '1', '-W', '1', e.serverIp]))).stdout.includes('bytes from'), 20_000, `${v}: ping ${e.serverIp}`, 200);
+    const server = await startIperfServer(e);
+    cleanup.add(`iperf3 server ${v} (pid ${server.pid ?? '?'})`, () => stopChild(server));
+  }
+  const tx = async (h: TestbedHost, dev: string): Promise<number> => {
+    const j = JSON.parse((await h.exec(['ip', '-json', '-s', 'link', 'show', 'dev', dev])).stdout) as { stats64?: { tx?: { bytes?: number } } }[];
+    return j[0]?.stats64?.tx?.bytes ?? 0;
+  };
+  const runs: { run: number; results: Record<VxVariant, IperfResult> }[] = [];
+  const tunnelBytes = { calico: 0, hand: 0 };
+  for (let i = 1; i <= o.runs; i++) {
+    const results = {} as Record<VxVariant, IperfResult>;
+    const order = VX_VARIANTS.map((_, k) => VX_VARIANTS[(k + i - 1) % VX_VARIANTS.length]!);
+    for (const v of order) {
+      const before = { calico: await tx(h1, 'vxlan.calico'), hand: await tx(h1, HAND_VXLAN.dev) };
+      results[v] = await iperfOnce(ep[v], o.seconds);
+      if (v !== 'host') tunnelBytes[v] += (await tx(h1, v === 'calico' ? 'vxlan.calico' : HAND_VXLAN.dev)) - before[v];
+      log(`run ${i}/${o.runs} ${VX_LABEL[v].padEnd(16)} ${f2(results[v].gbps)} Gbit/s (retransmits ${results[v].retransmits})`);
+    }
+    runs.push({ run: i, results });
+  }
+  const mtu = async (nsPath: string, dev: string) => (await run(inNs(nsPath, ['cat', `/sys/class/net/${dev}/mtu`]))).stdout.trim();
+  const vxDetails = async (h: TestbedHost, dev: string) =>
+    (/vxlan id \d+ .*?(?=\s+(addrgenmode|numtxqueues|$))/.exec((await h.exec(['ip', '-d', '-o', 'link', 'show', 'dev', dev])).stdout)?.[0] ?? '?').replace(/\s+/g, ' ');
+  const facts = [
+    ['tunnel device', `vxlan.calico: ${await vxDetails(h1, 'vxlan.calico')}`, `${HAND_VXLAN.dev}: ${await vxDetails(h1, HAND_VXLAN.dev)}`],
+    ['tunnel MTU', await mtu(`/run/netns/${h1.netns}`, 'vxlan.calico'), await mtu(`/run/netns/${h1.netns}`, HAND_VXLAN.dev)],
+    ['client container eth0 MTU', await mtu(cli.ns, 'eth0'), await mtu(a1.nsPath, 'eth0')],
+    [`${h1.name}: route to the server`, (await h1.exec(['ip', 'route', 'get', srv.ip])).stdout.split('\n')[0]?.trim() ?? '', (await h1.exec(['ip', 'route', 'get', a2.ip])).stdout.split('\n')[0]?.trim() ?? ''],
+    [`bytes sent through the tunnel on ${h1.name} during its runs`, `${f1(tunnelBytes.calico / 1e9)} GB`, `${f1(tunnelBytes.hand / 1e9)} GB`],
+  ];
+  machine.loadEnd = loadavg();
+  const g = (v: VxVariant): number[] => runs.map((x) => x.results[v].gbps);
+  const med = (v: VxVariant): number => median(g(v));
+  const ratioHand = med('calico') / med('hand');
+  const L: string[] = [VX_BEGIN, ''];
+  L.push('## Cross-host throughput over VXLAN (`node dist/bench/cross-host.js --mode vxlan`)');
+  L.push('');
+  L.push(
+    `Machine: ${machine.nproc} CPU(s), ${machine.cpu}, kernel ${machine.kernel}, ${machine.iperf3}, dockerd ${machine.dockerd}, Node.js ${machine.node}; ` +
+      `commit ${machine.commit}; ${machine.date}; load ${machine.loadStart} → ${machine.loadEnd}. Wall time ${f0((performance.now() - started) / 1000)} s.`,
+  );
+  L.push('');
+  L.push(
+    `Two testbed hosts on one bridge (${tb.subnet}); the default pool switched to \`vxlanMode: Always\` with \`calico-ts apply\` before the containers started. ` +
+      `calico-ts: iperf3 from a container on ${h1.name} to one on ${h2.name} (${cli.ip} → ${srv.ip}). Hand-built: the same veth + /32 + proxy-ARP path as the ` +
+      `routed benchmark, with the remote /32 routed \`via <VTEP> dev ${HAND_VXLAN.dev} onlink\` over a vxlan device made with \`ip\` (VNI ${HAND_VXLAN.vni}, UDP ${HAND_VXLAN.port}, nolearning, ` +
+      `permanent neighbour + FDB entries, MTU ${HAND_VXLAN.mtu} on tunnel and veths). ${o.runs} runs × ${o.seconds} s, interleaved, the order rotating per run.`,
+  );
+  L.push('');
+  L.push('| what | baseline (same run) | calico-ts | target | result |');
+  L.push('|---|---|---|---|---|');
+  L.push(
+    `| cross-host TCP container→container over VXLAN (median) | hand-built VXLAN ${f2(med('hand'))} Gbit/s | ${f2(med('calico'))} Gbit/s = **${f3(ratioHand)}×** | ≥ ${TARGET_RATIO_HAND}× | ${ratioHand >= TARGET_RATIO_HAND ? '**pass**' : '**FAIL**'} |`,
+  );
+  L.push(`| same, against host→host | host→host ${f2(med('host'))} Gbit/s | **${f3(med('calico') / med('host'))}×** (hand-built VXLAN: ${f3(med('hand') / med('host'))}×) | report (DESIGN: VXLAN ≈ 0.76×) | — |`);
+  L.push('');
+  L.push('| run | calico-ts VXLAN | hand-built VXLAN | host→host | calico / hand-built | calico / host→host |');
+  L.push('|---|---|---|---|---|---|');
+  for (const x of runs) {
+    const c = x.results.calico.gbps;
+    L.push(`| ${x.run} | ${f2(c)} | ${f2(x.results.hand.gbps)} | ${f2(x.results.host.gbps)} | ${f3(c / x.results.hand.gbps)}× | ${f3(c / x.results.host.gbps)}× |`);
+  }
+  L.push(`| **median** | **${f2(med('calico'))}** | **${f2(med('hand'))}** | **${f2(med('host'))}** | **${f3(ratioHand)}×** | **${f3(med('calico') / med('host'))}×** |`);
+  L.push('');
+  L.push(`Run-to-run spread: ${f1(100 * cv(g('calico')))} % (calico-ts), ${f1(100 * cv(g('hand')))} % (hand-built).`);
+  L.push('');
+  L.push('| what | calico-ts | hand-built |');
+  L.push('|---|---|---|');
+  for (const [what, c, h] of facts) L.push(`| ${what} | \`${(c ?? '').replace(/\|/g, '\\|')}\` | \`${(h ?? '').replace(/\|/g, '\\|')}\` |`);
+  L.push('');
+  L.push(VX_END);
+  await writeSection(o.out, L.join('\n'), { begin: VX_BEGIN, end: VX_END, header: HEADER });
+  process.stdout.write(
+    `\nVXLAN throughput median Gbit/s: calico ${f2(med('calico'))}  hand-built ${f2(med('hand'))}  host→host ${f2(med('host'))}\n` +
+      `ratio calico/hand-built ${f3(ratioHand)}x (target >= ${TARGET_RATIO_HAND}x); calico/host→host ${f3(med('calico') / med('host'))}x\n`,
+  );
+  log(`wrote ${o.out}`);
+}
+
 // ---- main ---------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -1050,6 +1196,10 @@ async function main(): Promise<void> {
     const [h1, h2] = [tb.hosts[0]!, tb.hosts[1]!];
     const machine = await machineInfo(tb);
     log(`machine: ${machine.nproc} CPU(s), ${machine.cpu}, kernel ${machine.kernel}, ${machine.iperf3}`);
+    if (o.mode === 'vxlan') {
+      await benchVxlan(o, tb, cleanup, machine, started);
+      return;
+    }
 
     // --- network, pinger, routes ---
     await h1.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', NET);

@@ -169,11 +169,16 @@ export class DockerSync {
     const result = { created: [] as string[], removed: [] as string[] };
     // Docker first, then etcd: a network missing here because `docker network rm` just removed it has
     // already had its cluster record deleted by our DeleteNetwork, so it is not recreated.
+    // Docker hides a network it is deleting before it calls our DeleteNetwork: a name this node still has
+    // a record of is such a network (or one the collector will forget), never one to create. Records are
+    // read before cluster records: DeleteNetwork removes the cluster record first, the record second.
     const local = (await this.docker.listNetworks()) as DockerNetworkInfo[];
+    const recordList = (await this.o.store.list(keys.networks())).items.map((i) => i.value);
     const wanted = new Map((await this.o.store.list(keys.clusterNetworks())).items.map((i) => [i.value.name, i.value]));
     const localNames = new Set(local.map((n) => n.Name));
+    const beingDeleted = new Set(recordList.filter((r) => r.node === this.o.node && r.name && !localNames.has(r.name)).map((r) => r.name));
     for (const net of wanted.values()) {
-      if (localNames.has(net.name)) continue;
+      if (localNames.has(net.name) || beingDeleted.has(net.name)) continue;
       try {
         await this.docker.createNetwork({
           Name: net.name,
@@ -187,7 +192,7 @@ export class DockerSync {
         this.o.log.warn('could not create network from the cluster', { name: net.name, error: String(err) });
       }
     }
-    const records = new Map((await this.o.store.list(keys.networks())).items.map((i) => [i.value.id, i.value]));
+    const records = new Map(recordList.map((r) => [r.id, r]));
     for (const n of local) {
       if (!n.Id || !OUR_DRIVERS.has(n.Driver ?? '') || wanted.has(n.Name)) continue;
       const record = records.get(n.Id);

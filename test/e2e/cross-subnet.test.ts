@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI } from '../helpers/calico-node.js';
 import { netnsPath } from '../helpers/netns.js';
-import { Cleanup, waitFor } from '../helpers/proc.js';
+import { Cleanup, run, waitFor, type RunError } from '../helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../helpers/testbed.js';
 
 const POOL = 'default-ipv4-ippool';
@@ -136,6 +136,36 @@ describe('two subnets: vxlanMode Never, Always, CrossSubnet, switched live', { t
     assert.equal(after.ipv4VXLANTunnelAddr, before.ipv4VXLANTunnelAddr);
     assert.equal(after.vxlanTunnelMACAddr, before.vxlanTunnelMACAddr);
     pids = h.map((host) => host.node!.pid()!);
+  });
+
+  it('MTU: new containers get underlay − 50; the largest DF ping fits, one byte more is an error, not a black hole', async () => {
+    for (const [host, name] of [[h[0]!, 'm0'], [h[2]!, 'm2']] as const) {
+      await host.docker('run', '-d', '--net', 'net1', '--name', name, 'local/busybox', 'sleep', '900');
+    }
+    const pidOf = async (host: TestbedHost, name: string) => host.docker('inspect', '-f', '{{.State.Pid}}', name);
+    const m0 = await pidOf(h[0]!, 'm0');
+    const c0 = await pidOf(h[0]!, 'c0');
+    const m2ip = await h[2]!.docker('inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', 'm2');
+    assert.match(await h[0]!.docker('exec', 'm0', 'cat', '/sys/class/net/eth0/mtu'), /^1450$/);
+    // iputils ping inside the container's namespace (busybox ping cannot set DF).
+    const dfPing = (pid: string, size: number) =>
+      run(['nsenter', '-t', pid, '-n', 'ping', '-M', 'do', '-c', '1', '-W', '2', '-s', String(size), m2ip], { timeoutMs: 10_000 }).then(
+        (r) => ({ ok: true, out: r.stdout + r.stderr }),
+        (err: RunError) => ({ ok: false, out: `${err.message}\n${err.stdout}` }),
+      );
+    await waitFor(async () => (await dfPing(m0, 1422)).ok, 20_000, '1422-byte DF ping (1450 on the wire) m0 → m2');
+    const tooBig = await dfPing(m0, 1423);
+    assert.equal(tooBig.ok, false);
+    assert.match(tooBig.out, /message too long|mtu ?= ?1450/i, 'the sender is told, at once');
+    // A container made before the switch still has 1500: the host answers "fragmentation needed".
+    assert.match(await h[0]!.docker('exec', 'c0', 'cat', '/sys/class/net/eth0/mtu'), /^1500$/);
+    let old = await dfPing(c0, 1472);
+    if (old.ok === false && !/mtu/i.test(old.out)) old = await dfPing(c0, 1472); // the first may only learn the PMTU
+    assert.equal(old.ok, false);
+    assert.match(old.out, /Frag needed|mtu ?= ?1450|message too long/i, `an ICMP error, not silence: ${old.out}`);
+    // A network's own MTU wins.
+    await h[0]!.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', '-o', 'com.docker.network.driver.mtu=1400', 'net-mtu');
+    assert.match(await h[0]!.docker('run', '--rm', '--net', 'net-mtu', 'local/busybox', 'cat', '/sys/class/net/eth0/mtu'), /^1400$/);
   });
 
   it('CrossSubnet (applied live): host1↔host2 plain, host1↔host3 VXLAN', async () => {
