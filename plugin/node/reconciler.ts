@@ -112,14 +112,14 @@ export class Reconciler {
     const revision = (await this.store.list(keys.endpoints(this.node))).revision + 1;
     const prefixes: { path: string }[] = [keys.endpoints(this.node), keys.blocks()];
     if (this.overlay) prefixes.push(keys.nodes(), keys.pools());
-    for (const prefix of prefixes) {
-      this.watches.push(
-        // Not at once: the plugin's own writes (CreateEndpoint, then Join a few ms later) trigger these
-        // events, and Join plumbs its veth itself. Waiting lets a burst of container starts settle
-        // into one reconcile instead of racing each Join for the lock.
-        await this.store.watch(prefix, revision, () => this.kick(WATCH_DEBOUNCE_MS), (err) => this.recordError(err)),
-      );
-    }
+    // Not at once: the plugin's own writes (CreateEndpoint, then Join a few ms later) trigger these
+    // events, and Join plumbs its veth itself. Waiting lets a burst of container starts settle into one
+    // reconcile instead of racing each Join for the lock. Opened together: each waits for etcd.
+    this.watches.push(
+      ...(await Promise.all(
+        prefixes.map((prefix) => this.store.watch(prefix, revision, () => this.kick(WATCH_DEBOUNCE_MS), (err) => this.recordError(err))),
+      )),
+    );
     this.timer = setInterval(() => this.kick(0), intervalMs);
     this.timer.unref();
   }

@@ -11,9 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI } from '../helpers/calico-node.js';
 import { netnsPath } from '../helpers/netns.js';
 import { Cleanup, run, waitFor, type RunError } from '../helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../helpers/testbed.js';
@@ -36,15 +34,7 @@ describe('two subnets: vxlanMode Never, Always, CrossSubnet, switched live', { t
   let t: Testbed;
   let h: TestbedHost[];
   const ips: string[] = [];
-  const runDir = (host: TestbedHost) => join(host.dockerd.runDir, 'calico-ts');
-  const cli = async (host: TestbedHost, args: string[], input?: string) =>
-    (
-      await host.exec([process.execPath, CLI, ...args], {
-        env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: t.etcdEndpoint, CALICO_TS_RUN_DIR: runDir(host) },
-        ...(input !== undefined ? { input } : {}),
-        timeoutMs: 30_000,
-      })
-    ).stdout;
+  const cli = (host: TestbedHost, args: string[], input?: string) => host.cli(args, input);
   const setMode = (mode: string) => cli(h[0]!, ['apply', '-f', '-'], poolYaml(mode));
   /** Ping from container c<from> to container c<to>'s address; true when it answers. */
   const ping = async (from: number, to: number, extra: string[] = []) =>

@@ -7,7 +7,6 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { CLI } from '../helpers/calico-node.js';
 import { Cleanup, run, waitFor } from '../helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../helpers/testbed.js';
 
@@ -18,14 +17,7 @@ describe('three hosts, BGP full mesh', { timeout: 600_000 }, () => {
   let t: Testbed;
   let h: TestbedHost[];
   const runDir = (host: TestbedHost) => join(host.dockerd.runDir, 'calico-ts');
-  const cli = async (host: TestbedHost, args: string[], input?: string) =>
-    (
-      await host.exec([process.execPath, CLI, ...args], {
-        env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: t.etcdEndpoint, CALICO_TS_RUN_DIR: runDir(host) },
-        ...(input !== undefined ? { input } : {}),
-        timeoutMs: 30_000,
-      })
-    ).stdout;
+  const cli = (host: TestbedHost, args: string[], input?: string) => host.cli(args, input);
   const apply = (yaml: string) => cli(h[0]!, ['apply', '-f', '-'], yaml);
   const ipOf = async (host: TestbedHost, name: string) => host.docker('inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', name);
   const routes = async (host: TestbedHost) => (await host.exec(['ip', 'route', 'show', 'proto', 'bird'])).stdout;

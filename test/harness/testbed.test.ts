@@ -13,7 +13,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { BUSYBOX_IMAGE } from '../helpers/busybox-image.js';
 import { dockerdUnavailable } from '../helpers/dockerd.js';
 import { createNetns, netnsExists, uniqueName } from '../helpers/netns.js';
-import { Cleanup, isAlive, listPids, run, RunError } from '../helpers/proc.js';
+import { Cleanup, isAlive, listPids, run, RunError, waitFor } from '../helpers/proc.js';
 import { startTestbed, TESTBED_ROOT, type Testbed } from '../helpers/testbed.js';
 import type { TestbedState } from '../helpers/testbed-cli.js';
 
@@ -109,10 +109,13 @@ describe('multi-host testbed (2 hosts)', { skip: unavailable, timeout: 300_000 }
     assert.ok(await isAlive(tb.etcdPid));
   });
 
-  it('docker network create works on each host separately (same name, separate daemons)', async () => {
+  it('a network created on one host exists on each host (same name, separate daemons, own IDs)', async () => {
+    // The other host's node makes its copy (cluster networks by name): creating it there too would race it.
+    await tb.hosts[0]!.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1');
     const ids: string[] = [];
     for (const h of tb.hosts) {
-      ids.push(await h.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1'));
+      await waitFor(async () => (await h.docker('network', 'ls', '--format', '{{.Name}}')).split('\n').includes('net1'), 20_000, `net1 on ${h.name}`);
+      ids.push(await h.docker('network', 'inspect', '-f', '{{.Id}}', 'net1'));
       assert.equal(await h.docker('network', 'inspect', '-f', '{{.Driver}}', 'net1'), 'calico-ts');
     }
     assert.notEqual(ids[0], ids[1], 'each daemon made its own network ID');
@@ -208,9 +211,12 @@ describe('testbed-cli up / status / down', { skip: unavailable, timeout: 300_000
       assert.ok(upOut.includes(`docker -H ${h.dockerHost}`), `up prints the docker -H command for ${h.name}`);
       // The CLI has exited: the daemons are still there.
       await run(['docker', '-H', h.dockerHost, 'image', 'inspect', BUSYBOX_IMAGE], { env: { ...process.env, DOCKER_HOST: '' } });
-      await run(['docker', '-H', h.dockerHost, 'network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1'], {
-        env: { ...process.env, DOCKER_HOST: '' },
-      });
+    }
+    // A network made on one host: the other host's node creates its own copy (by name).
+    const dockerOn = (h: { dockerHost: string }, ...args: string[]) => run(['docker', '-H', h.dockerHost, ...args], { env: { ...process.env, DOCKER_HOST: '' } });
+    await dockerOn(state.hosts[0]!, 'network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1');
+    for (const h of state.hosts) {
+      await waitFor(async () => (await dockerOn(h, 'network', 'ls', '--format', '{{.Name}}')).stdout.split('\n').includes('net1'), 20_000, `net1 on ${h.name}`);
     }
     const pids = [state.keeperPid, state.etcdPid, ...state.hosts.flatMap((h) => [h.dockerdPid, h.nodePid])].filter((p): p is number => p !== null);
     for (const p of pids) assert.ok(await isAlive(p), `pid ${p} alive`);

@@ -31,7 +31,7 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureBusyboxImage } from './busybox-image.js';
-import { startCalicoNode, type CalicoNodeHandle } from './calico-node.js';
+import { CLI, startCalicoNode, type CalicoNodeHandle } from './calico-node.js';
 import { startDockerd, sweepStaleDaemons, type DockerdHandle } from './dockerd.js';
 import { assertName, createNetns, deleteNetns, execInNetns, netnsExists, netnsInode, netnsPath, uniqueName } from './netns.js';
 import {
@@ -92,6 +92,8 @@ export interface TestbedHost {
   docker(...args: string[]): Promise<string>;
   /** Run argv inside the host's netns. */
   exec(argv: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** `calico-ts <args>` in the host's netns, against the testbed's etcd and this node's run dir; stdout. */
+  cli(args: readonly string[], input?: string): Promise<string>;
   /** Start (or restart after stop) the node, with the host's node env plus `env`. */
   startNode(env?: Record<string, string>): Promise<CalicoNodeHandle>;
 }
@@ -474,6 +476,14 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
           nodeEnv: hostEnv,
           docker: async (...args) => (await dockerd.docker(args, { timeoutMs: 120_000 })).stdout.trim(),
           exec: (argv, o) => execInNetns(ns, argv, o),
+          cli: async (args, input) =>
+            (
+              await execInNetns(ns, [process.execPath, CLI, ...args], {
+                env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: etcdEndpoint, CALICO_TS_RUN_DIR: join(dockerd.runDir, 'calico-ts') },
+                ...(input !== undefined ? { input } : {}),
+                timeoutMs: 30_000,
+              })
+            ).stdout,
           startNode: async (env = {}) => {
             if (host.node) await host.node.stop();
             if (!nodeRegistered) {
