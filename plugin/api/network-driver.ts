@@ -10,12 +10,13 @@ import { keys, type Network, type WorkloadEndpoint } from '../datastore/model.js
 import type { Dataplane } from '../dataplane/types.js';
 import { hostVethName, peerVethName } from '../calc/naming.js';
 import type { Ipam } from '../ipam/ipam.js';
-import { ANY_IPV4 } from './ipam-driver.js';
-import { parseAddress, parseCidr } from '../lib/cidr.js';
+import { ANY_IPV4, ANY_IPV6 } from './ipam-driver.js';
+import { parseAddress, parseCidr, type Family } from '../lib/cidr.js';
 import { BadRequestError, NotFoundError, UnsupportedError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import {
   GATEWAY_V4,
+  GATEWAY_V6,
   OPTION_GENERIC,
   OPTION_INTERNAL,
   OPTION_MTU,
@@ -73,34 +74,19 @@ export class NetworkDriver {
         this.deps.log.info('ignoring unknown network option', { network: id, option: name });
       }
     }
-    const v4 = readIpamData(body, 'IPv4Data');
-    const v6 = readIpamData(body, 'IPv6Data');
-    if (v4.length > 1) throw new UnsupportedError('a calico-ts network takes one IPv4 subnet; pass a single --subnet');
-    if (v6.length > 0) {
-      throw new UnsupportedError('IPv6 is not supported by calico-ts yet; create the network without --ipv6');
+    const ipv4Pool = await this.readPool(body, 4);
+    const ipv6Pool = await this.readPool(body, 6);
+    if (ipv4Pool === undefined && ipv6Pool === undefined) {
+      throw new BadRequestError('IPv4Data or IPv6Data is required; use --ipam-driver calico-ts');
     }
-    const data = v4[0];
-    if (!data) throw new BadRequestError('IPv4Data is required; use --ipam-driver calico-ts');
-    if (Object.keys(data.AuxAddresses).length > 0) {
-      throw new UnsupportedError('--aux-address is not supported by calico-ts; every address of a pool is routed to a container');
-    }
-    // The pool must be one calico-ts IPAM handed out (0.0.0.0/0 = the default pool, see IpamDriver):
-    // a network made with another IPAM driver cannot route.
-    const defaultPool = data.Pool === ANY_IPV4;
-    if (!defaultPool) await this.deps.ipam.resolveRange(data.Pool, parseCidr(data.Pool, 'IPv4Data[0].Pool').family).catch((err: unknown) => {
-      throw new ValidationError(
-        'IPv4Data[0].Pool',
-        `${data.Pool} is not inside a calico-ts pool (${err instanceof Error ? err.message : String(err)}); create the network with --ipam-driver calico-ts`,
-      );
-    });
     const existing = await this.deps.store.get(keys.network(id));
     if (!existing) {
       const network: Network = {
         id,
         node: this.deps.node,
         name: null,
-        ipv4Pool: defaultPool ? null : data.Pool,
-        ipv6Pool: null,
+        ipv4Pool: ipv4Pool ?? null,
+        ipv6Pool: ipv6Pool ?? null,
         mtu,
         createdAt: Date.now(),
       };
@@ -131,22 +117,26 @@ export class NetworkDriver {
     const networkId = readId(body, 'NetworkID');
     const endpointId = readId(body, 'EndpointID');
     const iface = readOptionalObject(body, 'Interface');
-    const address = readOptionalString(iface, 'Address');
-    if (readOptionalString(iface, 'AddressIPv6')) {
-      throw new UnsupportedError('IPv6 is not supported by calico-ts yet; create the network without --ipv6');
-    }
+    const addresses = (['Address', 'AddressIPv6'] as const)
+      .map((field) => ({ field, text: readOptionalString(iface, field) }))
+      .filter((a) => a.text !== '');
     const network = await this.requireNetwork(networkId);
-    if (!address) throw new BadRequestError('Interface.Address is required; the network must use --ipam-driver calico-ts');
-    const ip = address.split('/')[0] ?? '';
-    const { family } = parseAddress(ip, 'Interface.Address');
-    await this.deps.ipam.bind(ip, endpointId);
+    if (addresses.length === 0) throw new BadRequestError('Interface.Address is required; the network must use --ipam-driver calico-ts');
+    const ipNetworks: string[] = [];
+    for (const { field, text } of addresses) {
+      const ip = text.split('/')[0] ?? '';
+      const { family } = parseAddress(ip, `Interface.${field}`);
+      if (family !== (field === 'Address' ? 4 : 6)) throw new BadRequestError(`Interface.${field} ${JSON.stringify(text)} is not an IPv${field === 'Address' ? 4 : 6} address`);
+      ipNetworks.push(`${ip}/${family === 4 ? 32 : 128}`);
+    }
+    for (const n of ipNetworks) await this.deps.ipam.bind(n.split('/')[0] ?? '', endpointId);
     const endpoint: WorkloadEndpoint = {
       node: this.deps.node,
       endpointId,
       networkId,
       containerId: null,
       interfaceName: hostVethName(endpointId),
-      ipNetworks: [`${ip}/${family === 4 ? 32 : 128}`],
+      ipNetworks,
       mac: readOptionalString(iface, 'MacAddress') || null,
       // Precedence: the network's -o com.docker.network.driver.mtu, then CALICO_TS_VETH_MTU, then the pool's.
       mtu: network.mtu || this.deps.defaultMtu || (this.deps.autoMtu?.(ip) ?? 0),
@@ -189,11 +179,17 @@ export class NetworkDriver {
       mtu: ep.mtu,
     });
     this.deps.onEndpointJoined?.(ep.networkId, endpointId);
+    const hasV4 = ep.ipNetworks.some((n) => !n.includes(':'));
+    const hasV6 = ep.ipNetworks.some((n) => n.includes(':'));
     return {
       InterfaceName: { SrcName: peerName, DstPrefix: 'eth' },
-      Gateway: GATEWAY_V4,
+      ...(hasV4 ? { Gateway: GATEWAY_V4 } : {}),
+      ...(hasV6 ? { GatewayIPv6: GATEWAY_V6 } : {}),
       // RouteType 1 = connected: the gateway is reachable on eth0 without an address in its subnet.
-      StaticRoutes: [{ Destination: `${GATEWAY_V4}/32`, RouteType: 1, NextHop: '' }],
+      StaticRoutes: [
+        ...(hasV4 ? [{ Destination: `${GATEWAY_V4}/32`, RouteType: 1, NextHop: '' }] : []),
+        ...(hasV6 ? [{ Destination: `${GATEWAY_V6}/128`, RouteType: 1, NextHop: '' }] : []),
+      ],
       DisableGatewayService: true,
     };
   }
@@ -214,6 +210,32 @@ export class NetworkDriver {
     readId(body, 'EndpointID');
     // Published ports (-p) need no plumbing: the container's address is routed, not NATed.
     return {};
+  }
+
+  /**
+   * The network's pool of one family from IPv4Data / IPv6Data: undefined when Docker sent none, null for
+   * the default pool (Docker was told 0.0.0.0/0 or ::/0, see IpamDriver), else the --subnet. It must be
+   * one calico-ts IPAM handed out: a network made with another IPAM driver cannot route.
+   */
+  private async readPool(body: Body, family: Family): Promise<string | null | undefined> {
+    const field = `IPv${family}Data`;
+    const entries = readIpamData(body, field);
+    if (entries.length > 1) throw new UnsupportedError(`a calico-ts network takes one IPv${family} subnet; pass a single --subnet per family`);
+    const data = entries[0];
+    if (!data) return undefined;
+    if (Object.keys(data.AuxAddresses).length > 0) {
+      throw new UnsupportedError('--aux-address is not supported by calico-ts; every address of a pool is routed to a container');
+    }
+    if (data.Pool === (family === 4 ? ANY_IPV4 : ANY_IPV6)) return null;
+    const pool = parseCidr(data.Pool, `${field}[0].Pool`);
+    if (pool.family !== family) throw new ValidationError(`${field}[0].Pool`, `${data.Pool} is not an IPv${family} subnet`);
+    await this.deps.ipam.resolveRange(data.Pool, family).catch((err: unknown) => {
+      throw new ValidationError(
+        `${field}[0].Pool`,
+        `${data.Pool} is not inside a calico-ts pool (${err instanceof Error ? err.message : String(err)}); create the network with --ipam-driver calico-ts`,
+      );
+    });
+    return data.Pool;
   }
 
   private async requireNetwork(id: string): Promise<Network> {

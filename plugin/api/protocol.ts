@@ -71,6 +71,12 @@ export function readIpamData(body: Body, field: string): IpamData[] {
 
 /** The gateway every container routes through; answered by proxy ARP on the host veth. */
 export const GATEWAY_V4 = '169.254.1.1';
+/**
+ * The IPv6 gateway: the link-local address the kernel gives every host veth (EUI-64 of its fixed MAC
+ * ee:ee:ee:ee:ee:ee, with addr_gen_mode 0 set by the dataplane). Known before the veth has carrier, so
+ * Join can answer with it; the host answers neighbour solicitations for it itself (no proxy NDP needed).
+ */
+export const GATEWAY_V6 = 'fe80::ecee:eeff:feee:eeee';
 
 export const OPTION_GENERIC = 'com.docker.network.generic';
 export const OPTION_MTU = 'com.docker.network.driver.mtu';

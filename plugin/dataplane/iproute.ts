@@ -237,16 +237,34 @@ export interface SysctlSetting {
   value: string;
 }
 
-/** What every host-side veth needs: proxy ARP for 169.254.1.1 without delay, and forwarding. */
-export function endpointSysctls(interfaceName: string): SysctlSetting[] {
+/**
+ * What every host-side veth needs: proxy ARP for 169.254.1.1 without delay, and forwarding. With IPv6,
+ * also: the EUI-64 link-local address (addr_gen_mode 0: fe80::ecee:eeff:feee:eeee from the fixed MAC,
+ * the containers' IPv6 gateway), usable at once (accept_dad 0: the kernel adds it when the container end
+ * comes up, and every veth has the same one, on its own link), and IPv6 forwarding. No proxy_ndp: the
+ * gateway is the veth's own address, and the host resolves containers' /128s by ordinary ND on the veth.
+ */
+export function endpointSysctls(interfaceName: string, ipv6 = false): SysctlSetting[] {
   return [
     { key: `net.ipv4.conf.${interfaceName}.proxy_arp`, value: '1' },
     { key: `net.ipv4.neigh.${interfaceName}.proxy_delay`, value: '0' },
     { key: `net.ipv4.conf.${interfaceName}.forwarding`, value: '1' },
+    ...(ipv6
+      ? [
+          { key: `net.ipv6.conf.${interfaceName}.addr_gen_mode`, value: '0' },
+          { key: `net.ipv6.conf.${interfaceName}.accept_dad`, value: '0' },
+          { key: `net.ipv6.conf.${interfaceName}.forwarding`, value: '1' },
+        ]
+      : []),
   ];
 }
 
 export const BASE_SYSCTLS: readonly SysctlSetting[] = [{ key: 'net.ipv4.ip_forward', value: '1' }];
+/**
+ * Set only once this host has IPv6 workloads or blocks: IPv6 forwarding stops the host accepting router
+ * advertisements, which would break a host's own SLAAC address if it never needed calico-ts IPv6.
+ */
+export const IPV6_FORWARDING: SysctlSetting = { key: 'net.ipv6.conf.all.forwarding', value: '1' };
 
 /** "net.ipv4.conf.x.proxy_arp" → "<root>/net/ipv4/conf/x/proxy_arp" (our keys never contain '/' or extra dots). */
 export function sysctlPath(root: string, key: string): string {

@@ -32,6 +32,7 @@ import { silentLogger, type Logger } from '../lib/log.js';
 import {
   BASE_SYSCTLS,
   HOST_IFACE_PREFIX,
+  IPV6_FORWARDING,
   HOST_VETH_MAC,
   LINK_LOCAL_GATEWAY,
   batchInput,
@@ -70,7 +71,8 @@ export interface KernelState {
   links: KernelLink[];
   /** Every `proto 80` route of the main table, both families (unicast and blackhole). */
   routes: KernelRoute[];
-  /** Current values of the endpoint sysctls of desired, existing host veths (key → value). */
+  /** Current values of the endpoint sysctls of desired, existing host veths (key → value), and of
+   * IPV6_FORWARDING when IPv6 is wanted. */
   sysctls: ReadonlyMap<string, string>;
 }
 
@@ -131,6 +133,15 @@ function normaliseEndpoint(ep: DesiredEndpoint, where = 'endpoint'): NormalisedE
   return { interfaceName: ep.interfaceName, peerName: ep.peerName, mtu: ep.mtu, networks };
 }
 
+function hasIPv6(ep: NormalisedEndpoint): boolean {
+  return ep.networks.some((n) => n.family === 6);
+}
+
+/** Whether the host needs IPv6 forwarding: some desired endpoint or block is IPv6. */
+export function wantsIPv6(desired: DesiredHostState): boolean {
+  return desired.endpoints.some((e) => e.ipNetworks.some((n) => n.includes(':'))) || desired.blackholes.some((b) => b.includes(':'));
+}
+
 /**
  * Pure diff: the steps that make the kernel match `desired`, touching only calico-owned objects.
  * Throws ValidationError for an invalid desired state (bad names or CIDRs, duplicate interfaces or addresses).
@@ -184,7 +195,7 @@ export function planReconcile(kernel: KernelState, desired: DesiredHostState): S
     }
     if (!link) {
       steps.push({ op: 'link-add', interfaceName: ep.interfaceName, peerName: ep.peerName, mtu: ep.mtu });
-      steps.push({ op: 'sysctl', interfaceName: ep.interfaceName, settings: endpointSysctls(ep.interfaceName) });
+      steps.push({ op: 'sysctl', interfaceName: ep.interfaceName, settings: endpointSysctls(ep.interfaceName, hasIPv6(ep)) });
       for (const n of ep.networks) steps.push({ op: 'route-replace', ...n, dev: ep.interfaceName });
       continue;
     }
@@ -196,7 +207,7 @@ export function planReconcile(kernel: KernelState, desired: DesiredHostState): S
     if (reasons.length > 0) steps.push({ op: 'link-set', name: ep.interfaceName, mtu: ep.mtu, reasons });
     const peer = links.get(ep.peerName);
     if (peer && peer.kind === 'veth' && ep.mtu > 0 && peer.mtu !== ep.mtu) steps.push({ op: 'peer-mtu', name: ep.peerName, mtu: ep.mtu });
-    const settings = endpointSysctls(ep.interfaceName).filter((s) => kernel.sysctls.get(s.key) !== s.value);
+    const settings = endpointSysctls(ep.interfaceName, hasIPv6(ep)).filter((s) => kernel.sysctls.get(s.key) !== s.value);
     if (settings.length > 0) steps.push({ op: 'sysctl', interfaceName: ep.interfaceName, settings });
     for (const n of ep.networks) {
       const want = { ...n, dev: ep.interfaceName };
@@ -211,6 +222,10 @@ export function planReconcile(kernel: KernelState, desired: DesiredHostState): S
     const want = desiredRoutes.get(`${r.family}|${r.dst}`);
     if (want && (matches(r, want) || isDefaultMetric(r))) continue;
     steps.push({ op: 'route-del', route: r });
+  }
+
+  if (wantsIPv6(desired) && kernel.sysctls.get(IPV6_FORWARDING.key) !== IPV6_FORWARDING.value) {
+    steps.push({ op: 'sysctl', interfaceName: '', settings: [IPV6_FORWARDING] });
   }
 
   const kernelBlackholes = kernel.routes.filter((r) => r.type === 'blackhole');
@@ -465,8 +480,7 @@ export class LinuxDataplane implements Dataplane {
 
   /** Everything planReconcile() needs: 3 listings in parallel, then one sysctl read. */
   async readKernelState(desired: DesiredHostState): Promise<KernelState> {
-    const wantsV6 =
-      desired.endpoints.some((e) => e.ipNetworks.some((n) => n.includes(':'))) || desired.blackholes.some((b) => b.includes(':'));
+    const wantsV6 = wantsIPv6(desired);
     const [linkOut, v4Out, v6Out] = await Promise.all([
       this.runner.run(['ip', '-json', '-d', 'link', 'show']),
       this.runner.run(['ip', '-json', '-4', 'route', 'show', 'proto', '80']),
@@ -482,7 +496,8 @@ export class LinuxDataplane implements Dataplane {
     const present = new Set(links.filter(isOwnedLink).map((l) => l.name));
     const keys = desired.endpoints
       .filter((e) => present.has(e.interfaceName))
-      .flatMap((e) => endpointSysctls(e.interfaceName).map((s) => s.key));
+      .flatMap((e) => endpointSysctls(e.interfaceName, e.ipNetworks.some((n) => n.includes(':'))).map((s) => s.key));
+    if (wantsV6) keys.push(IPV6_FORWARDING.key);
     const sysctls = await this.sysctl.read(keys);
     return { links, routes, sysctls };
   }
@@ -538,7 +553,7 @@ export class LinuxDataplane implements Dataplane {
       }
       if (routes.length > 0) await this.ipBatch(routes);
     }
-    await this.sysctl.write(endpointSysctls(ep.interfaceName));
+    await this.sysctl.write([...endpointSysctls(ep.interfaceName, hasIPv6(ep)), ...(hasIPv6(ep) ? [IPV6_FORWARDING] : [])]);
     this.log.info('endpoint ensured', { interfaceName: ep.interfaceName, networks: ep.networks.map((n) => n.dst) });
   }
 

@@ -170,6 +170,10 @@ export interface ClusterNetwork {
   name: string;
   /** The explicit --subnet, or null when the network uses the default pool. */
   subnet: string | null;
+  /** `--ipv6`: the network also (or only, on Docker ≥ 28 with --ipv4=false) has IPv6. Absent = false. */
+  ipv6?: boolean;
+  /** The explicit IPv6 --subnet, or null/absent for the default IPv6 pool. */
+  subnetIPv6?: string | null;
   mtu: number;
   driver: string;
   ipamDriver: string;

@@ -51,6 +51,18 @@ export const DEFAULT_IPV4_POOL: IPPool = {
   nodeSelector: 'all()',
 };
 
+export const DEFAULT_IPV6_BLOCK_SIZE = 122;
+
+/** The pool CALICO_TS_IPV6_POOL_CIDR asks for: like Calico's default-ipv6-ippool (blocks of /122). */
+export function defaultIPv6Pool(cidrText: string): IPPool {
+  const cidr = parseCidr(cidrText, 'CALICO_TS_IPV6_POOL_CIDR');
+  if (cidr.family !== 6) throw new ValidationError('CALICO_TS_IPV6_POOL_CIDR', `${cidrText} is not an IPv6 CIDR`);
+  if (cidr.prefix > DEFAULT_IPV6_BLOCK_SIZE) {
+    throw new ValidationError('CALICO_TS_IPV6_POOL_CIDR', `${cidrText} is smaller than one /${DEFAULT_IPV6_BLOCK_SIZE} block; use a /${DEFAULT_IPV6_BLOCK_SIZE} or larger prefix`);
+  }
+  return { ...DEFAULT_IPV4_POOL, name: 'default-ipv6-ippool', cidr: formatCidr(cidr), blockSize: DEFAULT_IPV6_BLOCK_SIZE };
+}
+
 export const UNBOUND_PREFIX = 'unbound:';
 /** Handles of tunnel addresses (`vxlan-tunnel-addr-<node>`, `ipip-tunnel-addr-<node>`): owned by the node
  * itself, never by a Docker endpoint, so the garbage collector leaves them alone. */
@@ -96,14 +108,22 @@ export class Ipam {
     this.now = options.now ?? Date.now;
   }
 
-  /** Creates the default IPv4 pool when the cluster has no pool at all (first start). */
-  async ensureDefaultPool(): Promise<void> {
+  /**
+   * Creates the default IPv4 pool when the cluster has no pool at all (first start), and, when
+   * `ipv6Cidr` is given (CALICO_TS_IPV6_POOL_CIDR), the default IPv6 pool if the cluster has no IPv6
+   * pool. IPv6 is otherwise off until someone applies an IPv6 IPPool.
+   */
+  async ensureDefaultPool(ipv6Cidr?: string): Promise<void> {
     const { items } = await this.store.list(keys.pools());
-    if (items.length > 0) return;
-    try {
-      await this.store.create(keys.pool(DEFAULT_IPV4_POOL.name), DEFAULT_IPV4_POOL);
-    } catch (err) {
-      if (!(err instanceof AlreadyExistsError)) throw err;
+    const wanted: IPPool[] = [];
+    if (items.length === 0) wanted.push(DEFAULT_IPV4_POOL);
+    if (ipv6Cidr !== undefined && !items.some((i) => parseCidr(i.value.cidr).family === 6)) wanted.push(defaultIPv6Pool(ipv6Cidr));
+    for (const pool of wanted) {
+      try {
+        await this.store.create(keys.pool(pool.name), pool);
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+      }
     }
   }
 

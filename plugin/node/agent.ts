@@ -103,7 +103,7 @@ export class NodeAgent {
     const { config } = this;
     mkdirSync(config.runDir, { recursive: true });
     await this.register();
-    await this.ipam.ensureDefaultPool();
+    await this.ipam.ensureDefaultPool(config.ipv6PoolCidr);
     const dataplane = this.reconciler.lockedDataplane;
     await dataplane.ensureBase();
     // Kernel first, then the socket: Docker's first calls find the host already consistent, and no

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { EtcdConfig } from '../datastore/etcd.js';
 import { ValidationError } from '../lib/errors.js';
+import { defaultIPv6Pool } from '../ipam/ipam.js';
 import { parseLogLevel, type LogLevel } from '../lib/log.js';
 
 export interface NodeConfig {
@@ -18,6 +19,9 @@ export interface NodeConfig {
   asNumber: number | undefined;
   /** `ROUTE_REFLECTOR_CLUSTER_ID`: make this node a route reflector. */
   routeReflectorClusterId: string | undefined;
+  /** CALICO_TS_IPV6_POOL_CIDR: create the IPv6 pool `default-ipv6-ippool` (blocks /122) with this CIDR
+   * when the cluster has no IPv6 pool. Unset: no IPv6 pool is made (IPv6 needs one applied by hand). */
+  ipv6PoolCidr: string | undefined;
   /** CALICO_NETWORKING_BACKEND: `bird` (BGP sidecar) or `none` (no route distribution). */
   networkingBackend: 'bird' | 'none';
   /** CALICO_TS_POLICY_ENFORCEMENT (default true): enforce profiles and policies with iptables. False =
@@ -69,6 +73,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     ipAutodetectionMethod: env.IP_AUTODETECTION_METHOD || undefined,
     asNumber: env.AS ? number('AS', 64512, 1, 4294967295) : undefined,
     routeReflectorClusterId: env.ROUTE_REFLECTOR_CLUSTER_ID || undefined,
+    ipv6PoolCidr: env.CALICO_TS_IPV6_POOL_CIDR ? defaultIPv6Pool(env.CALICO_TS_IPV6_POOL_CIDR).cidr : undefined,
     networkingBackend: backend(env.CALICO_NETWORKING_BACKEND),
     policyEnforcement: flag('CALICO_TS_POLICY_ENFORCEMENT', env.CALICO_TS_POLICY_ENFORCEMENT, true),
     etcd: {

@@ -69,6 +69,7 @@ interface DockerNetworkInfo {
   Name: string;
   Id?: string;
   Driver?: string;
+  EnableIPv6?: boolean;
   IPAM?: { Driver?: string; Config?: { Subnet?: string }[] };
   Containers?: Record<string, { EndpointID?: string }>;
 }
@@ -146,6 +147,7 @@ export class DockerSync {
     await createIfAbsent(this.o.store, keys.clusterNetwork(name), {
       name,
       subnet: net.ipv4Pool && !poolCidrs.has(net.ipv4Pool) ? net.ipv4Pool : null,
+      ...(info.EnableIPv6 ? { ipv6: true, subnetIPv6: net.ipv6Pool && !poolCidrs.has(net.ipv6Pool) ? net.ipv6Pool : null } : {}),
       mtu: net.mtu,
       driver: info.Driver ?? 'calico-ts',
       ipamDriver: info.IPAM?.Driver ?? info.Driver ?? 'calico-ts',
@@ -184,7 +186,8 @@ export class DockerSync {
           Name: net.name,
           Driver: net.driver,
           CheckDuplicate: true,
-          IPAM: { Driver: net.ipamDriver, Config: net.subnet ? [{ Subnet: net.subnet }] : [] },
+          ...(net.ipv6 ? { EnableIPv6: true } : {}),
+          IPAM: { Driver: net.ipamDriver, Config: [net.subnet, net.subnetIPv6].filter((s): s is string => !!s).map((s) => ({ Subnet: s })) },
           Options: net.mtu ? { 'com.docker.network.driver.mtu': String(net.mtu) } : {},
         });
         result.created.push(net.name);

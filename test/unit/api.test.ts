@@ -129,6 +129,41 @@ describe('plugin API', () => {
     assert.match(again.body.Err, /already in use/);
   });
 
+  it('IPv6: a dual-stack and a v6-only network get /128s and the link-local gateway', async () => {
+    await t.store.put(keys.pool('v6'), { ...DEFAULT_IPV4_POOL, name: 'v6', cidr: 'fd00:1::/48', blockSize: 122 });
+    const pool6 = await t.post('/IpamDriver.RequestPool', { Pool: '', Options: {}, V6: true });
+    assert.deepEqual(pool6.body, { PoolID: 'fd00:1::/48', Pool: '::/0', Data: {} });
+    const gw6 = await t.post('/IpamDriver.RequestAddress', { PoolID: 'fd00:1::/48', Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    assert.equal(gw6.body.Address, 'fe80::ecee:eeff:feee:eeee/128');
+    // v6-only (Docker >= 28 with --ipv4=false): no IPv4Data at all.
+    const n = await t.post('/NetworkDriver.CreateNetwork', { NetworkID: NET, IPv4Data: [], IPv6Data: [{ Pool: '::/0', Gateway: gw6.body.Address }] });
+    assert.equal(n.status, 200, JSON.stringify(n.body));
+    assert.deepEqual([(await t.store.get(keys.network(NET)))?.value.ipv4Pool, (await t.store.get(keys.network(NET)))?.value.ipv6Pool], [null, null]);
+    const a6 = await t.post('/IpamDriver.RequestAddress', { PoolID: 'fd00:1::/48', Address: '', Options: {} });
+    assert.match(a6.body.Address, /^fd00:1:[0-9a-f:]+\/128$/);
+    assert.equal((await t.post('/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { AddressIPv6: a6.body.Address } })).status, 200);
+    const join = await t.post('/NetworkDriver.Join', { NetworkID: NET, EndpointID: EP, SandboxKey: 'x', Options: {} });
+    assert.deepEqual(join.body, {
+      InterfaceName: { SrcName: 'tmpb1c2d3e4f5a', DstPrefix: 'eth' },
+      GatewayIPv6: 'fe80::ecee:eeff:feee:eeee',
+      StaticRoutes: [{ Destination: 'fe80::ecee:eeff:feee:eeee/128', RouteType: 1, NextHop: '' }],
+      DisableGatewayService: true,
+    });
+    // Dual stack: both addresses bound to the endpoint, both gateways.
+    const EP2 = 'c'.repeat(64);
+    const a4 = await t.post('/IpamDriver.RequestAddress', { PoolID: '192.168.0.0/16', Address: '', Options: {} });
+    const b6 = await t.post('/IpamDriver.RequestAddress', { PoolID: 'fd00:1::/48', Address: 'fd00:1::99', Options: {} });
+    assert.equal(b6.body.Address, 'fd00:1::99/128');
+    assert.equal((await t.post('/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP2, Interface: { Address: a4.body.Address, AddressIPv6: b6.body.Address } })).status, 200);
+    assert.deepEqual((await t.store.get(keys.endpoint('n1', EP2)))?.value.ipNetworks, [a4.body.Address, 'fd00:1::99/128']);
+    assert.deepEqual((await t.store.get(keys.handle(EP2)))?.value.addresses, [a4.body.Address.split('/')[0], 'fd00:1::99']);
+    const join2 = await t.post('/NetworkDriver.Join', { NetworkID: NET, EndpointID: EP2, SandboxKey: 'x', Options: {} });
+    assert.equal(join2.body.Gateway, '169.254.1.1');
+    assert.equal(join2.body.GatewayIPv6, 'fe80::ecee:eeff:feee:eeee');
+    assert.equal(join2.body.StaticRoutes.length, 2);
+    assert.equal((await t.post('/IpamDriver.ReleaseAddress', { PoolID: 'fd00:1::/48', Address: 'fe80::ecee:eeff:feee:eeee' })).status, 200);
+  });
+
   const badRequests: [string, string, unknown, RegExp][] = [
     ['malformed JSON', '/NetworkDriver.CreateNetwork', '{"NetworkID": ', /not valid JSON/],
     ['JSON that is not an object', '/NetworkDriver.CreateNetwork', '[1,2]', /JSON object/],
@@ -138,7 +173,9 @@ describe('plugin API', () => {
     ['ID with shell characters', '/NetworkDriver.CreateNetwork', { NetworkID: 'x; rm -rf /', IPv4Data: [{ Pool: '192.168.0.0/16' }] }, /not a valid ID/],
     ['invalid CIDR', '/IpamDriver.RequestPool', { Pool: '192.168.300.0/24' }, /not an IP address|not a CIDR/],
     ['subnet outside every pool', '/IpamDriver.RequestPool', { Pool: '10.9.0.0/24' }, /no calico-ts IP pool contains 10\.9\.0\.0\/24; create one with calico-ts apply/],
-    ['IPv6 pool', '/IpamDriver.RequestPool', { Pool: '', V6: true }, /IPv6 is not supported/],
+    ['IPv6 pool when none exists', '/IpamDriver.RequestPool', { Pool: '', V6: true }, /no enabled calico-ts IPv6 pool exists; create one/],
+    ['IPv4 subnet given as IPv6Data', '/NetworkDriver.CreateNetwork', { NetworkID: NET, IPv6Data: [{ Pool: '192.168.0.0/16' }] }, /is not an IPv6 subnet/],
+    ['IPv6 address in Interface.Address', '/NetworkDriver.CreateEndpoint', { NetworkID: NET, EndpointID: EP, Interface: { Address: 'fd00::5/128' } }, /is not an IPv4 address/],
     ['--ip-range', '/IpamDriver.RequestPool', { Pool: '192.168.0.0/16', SubPool: '192.168.1.0/24' }, /--ip-range is not supported/],
     ['--gateway', '/IpamDriver.RequestAddress', { PoolID: '192.168.0.0/16', Address: '192.168.0.1', Options: { RequestAddressType: 'com.docker.network.gateway' } }, /--gateway is not supported/],
     ['--aux-address', '/NetworkDriver.CreateNetwork', { NetworkID: NET, IPv4Data: [{ Pool: '192.168.0.0/16', AuxAddresses: { a: '192.168.0.5' } }] }, /--aux-address is not supported/],

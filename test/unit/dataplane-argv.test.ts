@@ -10,6 +10,7 @@ import {
   batchInput,
   blackholeReplaceCommand,
   endpointSysctls,
+  IPV6_FORWARDING,
   formatIPv6,
   hostRouteReplaceCommand,
   parseCidr,
@@ -168,8 +169,12 @@ function hostRoute(dst: string, dev: string, extra: Partial<KernelRoute> = {}): 
 function blackhole(dst: string): KernelRoute {
   return dst.includes(':') ? { family: 6, dst, type: 'blackhole', dev: 'lo', metric: 1024 } : { family: 4, dst, type: 'blackhole' };
 }
-function goodSysctls(...names: string[]): Map<string, string> {
-  return new Map(names.flatMap((n) => endpointSysctls(n).map((s) => [s.key, s.value] as [string, string])));
+function goodSysctls(...eps: DesiredEndpoint[]): Map<string, string> {
+  const v6 = eps.some((e) => e.ipNetworks.some((n) => n.includes(':')));
+  return new Map([
+    ...eps.flatMap((e) => endpointSysctls(e.interfaceName, e.ipNetworks.some((n) => n.includes(':'))).map((s) => [s.key, s.value] as [string, string])),
+    ...(v6 ? [[IPV6_FORWARDING.key, IPV6_FORWARDING.value] as [string, string]] : []),
+  ]);
 }
 /** A kernel exactly matching EP_A + EP_B + one v4 blackhole, with EP_B's peer still in the host namespace. */
 function inSync(): KernelState {
@@ -187,7 +192,7 @@ function inSync(): KernelState {
       blackhole('10.65.0.0/26'),
       { family: 4, dst: '169.254.1.1/32', type: 'unicast', dev: 'lo', scope: 'link' },
     ],
-    sysctls: goodSysctls(EP_A.interfaceName, EP_B.interfaceName),
+    sysctls: goodSysctls(EP_A, EP_B),
   };
 }
 const DESIRED: DesiredHostState = { endpoints: [EP_A, EP_B], blackholes: ['10.65.0.0/26'] };
@@ -200,9 +205,11 @@ describe('planReconcile', () => {
 
   it('creates everything on an empty kernel, in apply order', () => {
     const steps = planReconcile({ links: [], routes: [], sysctls: new Map() }, DESIRED);
-    assert.deepEqual(ops(steps), ['link-add', 'link-add', 'sysctl', 'sysctl', 'route-replace', 'route-replace', 'route-replace', 'blackhole-add']);
+    // The third sysctl step is the host-wide IPv6 forwarding (EP_B has an IPv6 address).
+    assert.deepEqual(ops(steps), ['link-add', 'link-add', 'sysctl', 'sysctl', 'sysctl', 'route-replace', 'route-replace', 'route-replace', 'blackhole-add']);
+    assert.deepEqual(steps[4], { op: 'sysctl', interfaceName: '', settings: [IPV6_FORWARDING] });
     assert.deepEqual(steps[1], { op: 'link-add', interfaceName: EP_B.interfaceName, peerName: EP_B.peerName, mtu: 1400 });
-    assert.deepEqual(steps[6], { op: 'route-replace', family: 6, dst: 'fd00:65::3/128', dev: EP_B.interfaceName });
+    assert.deepEqual(steps[7], { op: 'route-replace', family: 6, dst: 'fd00:65::3/128', dev: EP_B.interfaceName });
   });
 
   it('deletes stray cali veths (not their routes separately) and leaves everything else alone', () => {
@@ -252,7 +259,7 @@ describe('planReconcile', () => {
     k.links = k.links.map((l) =>
       l.name === EP_B.interfaceName ? { ...l, up: false, mac: 'aa:bb:cc:dd:ee:ff', mtu: 1500 } : l.name === EP_B.peerName ? { ...l, mtu: 1500 } : l,
     );
-    const sysctls = goodSysctls(EP_A.interfaceName, EP_B.interfaceName);
+    const sysctls = goodSysctls(EP_A, EP_B);
     sysctls.set(`net.ipv4.neigh.${EP_B.interfaceName}.proxy_delay`, '80');
     sysctls.delete(`net.ipv4.conf.${EP_A.interfaceName}.forwarding`);
     const steps = planReconcile({ ...k, sysctls }, DESIRED);
@@ -364,6 +371,9 @@ describe('LinuxDataplane (recording runner)', () => {
         argv: [
           'sysctl', '-q', '-w',
           'net.ipv4.conf.cali0000000000b.proxy_arp=1', 'net.ipv4.neigh.cali0000000000b.proxy_delay=0', 'net.ipv4.conf.cali0000000000b.forwarding=1',
+          // IPv6: the EUI-64 link-local gateway without DAD, and forwarding.
+          'net.ipv6.conf.cali0000000000b.addr_gen_mode=0', 'net.ipv6.conf.cali0000000000b.accept_dad=0', 'net.ipv6.conf.cali0000000000b.forwarding=1',
+          'net.ipv6.conf.all.forwarding=1',
         ],
       },
     ]);
@@ -383,7 +393,8 @@ describe('LinuxDataplane (recording runner)', () => {
       'ip link set dev cali0000000000b mtu 1400 address ee:ee:ee:ee:ee:ee up',
       'ip -json -d link show dev tmp0000000000b',
       'ip -batch -',
-      'sysctl -q -w net.ipv4.conf.cali0000000000b.proxy_arp=1 net.ipv4.neigh.cali0000000000b.proxy_delay=0 net.ipv4.conf.cali0000000000b.forwarding=1',
+      'sysctl -q -w net.ipv4.conf.cali0000000000b.proxy_arp=1 net.ipv4.neigh.cali0000000000b.proxy_delay=0 net.ipv4.conf.cali0000000000b.forwarding=1' +
+        ' net.ipv6.conf.cali0000000000b.addr_gen_mode=0 net.ipv6.conf.cali0000000000b.accept_dad=0 net.ipv6.conf.cali0000000000b.forwarding=1 net.ipv6.conf.all.forwarding=1',
     ]);
   });
 

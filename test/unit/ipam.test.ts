@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { MemoryDatastore } from '../../plugin/datastore/memory.js';
 import { keys } from '../../plugin/datastore/model.js';
 import { blocksOverlapping, formatCidr, parseAddress, parseCidr } from '../../plugin/lib/cidr.js';
-import { DEFAULT_IPV4_POOL, Ipam } from '../../plugin/ipam/ipam.js';
+import { DEFAULT_IPV4_POOL, Ipam, defaultIPv6Pool } from '../../plugin/ipam/ipam.js';
 import { AddressInUseError, PoolExhaustedError, PoolNotFoundError, ValidationError } from '../../plugin/lib/errors.js';
 
 async function setup(node = 'n1', pool = DEFAULT_IPV4_POOL) {
@@ -38,6 +38,21 @@ describe('Ipam', () => {
     await ipam.ensureDefaultPool();
     await ipam.ensureDefaultPool();
     assert.deepEqual((await ipam.listPools()).map((p) => p.cidr), ['192.168.0.0/16']);
+  });
+
+  it('CALICO_TS_IPV6_POOL_CIDR: the IPv6 default pool (/122 blocks) is made once, only when no IPv6 pool exists', async () => {
+    const store = new MemoryDatastore();
+    const ipam = new Ipam(store, { node: 'n1' });
+    await ipam.ensureDefaultPool('fd00:5::/48');
+    await ipam.ensureDefaultPool('fd00:6::/48');
+    assert.deepEqual((await ipam.listPools()).map((p) => [p.name, p.cidr, p.blockSize]).sort(), [
+      ['default-ipv4-ippool', '192.168.0.0/16', 26],
+      ['default-ipv6-ippool', 'fd00:5::/48', 122],
+    ]);
+    const a = await ipam.autoAssign('fd00:5::/48');
+    assert.match(a, /^fd00:5:/);
+    assert.equal(parseCidr((await ipam.localBlocks())[0]!).prefix, 122);
+    for (const bad of ['10.0.0.0/8', 'fd00::/126', 'nonsense']) assert.throws(() => defaultIPv6Pool(bad), ValidationError, bad);
   });
 
   it('claims a block with affinity and hands out distinct addresses from it', async () => {
