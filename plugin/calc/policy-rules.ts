@@ -1,6 +1,7 @@
 /**
- * Pure: datastore snapshot (endpoints, profiles, policies) → the IPv4 filter-table state that enforces
- * Calico policy on this node's workloads (Felix's rule renderer, reduced to what calico-ts needs).
+ * Pure: datastore snapshot (endpoints, profiles, policies) → the filter-table state of one IP family
+ * (iptables for IPv4, ip6tables for IPv6: `input.family`) that enforces Calico policy on this node's
+ * workloads (Felix's rule renderer, reduced to what calico-ts needs).
  * No exec, no datastore: dataplane/ diffs `DesiredFilterState` against the kernel and applies it.
  *
  * Chains (all rules are the arguments that follow `-A <chain>` in iptables-restore input):
@@ -72,19 +73,29 @@
  * on the thing named: editing one policy's rules changes only its cali-pi/po chain (and ipsets its
  * rules use); endpoint/dispatch chains change only when the set of policies an endpoint has changes.
  *
- * Not here: IPv6 (rules with ipVersion 6 or protocol ICMPv6 are skipped; ip6tables is not
- * programmed), anti-spoofing (left to rp_filter), named ports, NetworkPolicy namespace scoping of
+ * IPv6 (family 6): the same chains in ip6tables' filter table, ipsets `cali60s:` / `cali60n:` (family
+ * inet6) holding endpoints' IPv6 addresses and IPv6 nets. A rule is rendered into a family's table when it
+ * can match there: ipVersion, protocol ICMP (4) / ICMPv6 (6) and its nets decide (a rule whose `nets` are
+ * all of the other family is left out; notNets of the other family are ignored). `icmp` matches become
+ * `-m icmp6 --icmpv6-type`. cali-wl-to-host first accepts the ICMPv6 types of neighbour and router
+ * discovery and MLD (130-133, 135, 136), as Felix does: without them a workload could not resolve its
+ * gateway, whatever its egress policy says. Traffic between workloads is judged exactly as in IPv4.
+ *
+ * Not here: anti-spoofing (left to rp_filter), named ports, NetworkPolicy namespace scoping of
  * rule selectors (all calico-ts workloads live in namespace "default").
  */
 import { createHash } from 'node:crypto';
 import type { EntityRule, IcmpMatch, Policy, PolicyType, Profile, Rule, WorkloadEndpoint } from '../datastore/model.js';
 import type { ChainSpec, DesiredFilterState, IpsetSpec } from '../dataplane/policy-types.js';
+import { formatCidr, parseAddress, parseCidr } from '../lib/cidr.js';
 import { ValidationError } from '../lib/errors.js';
 import { compareCodePoints, parseSelector, type Selector } from './selector.js';
 
 export interface FilterStateInput {
   /** This node's name (informational; `localEndpoints` are taken as given). */
   node: string;
+  /** Which table to compute: 4 (iptables, the default) or 6 (ip6tables). */
+  family?: IpFamily;
   /** Endpoints on this node: they get dispatch and endpoint chains. */
   localEndpoints: WorkloadEndpoint[];
   /** Endpoints of every host (local ones may be repeated): they fill the selector ipsets. */
@@ -128,6 +139,11 @@ const IF_UNDECIDED = `-m mark --mark 0x0/${HEX(BOTH)}`;
 /** Passed and not accepted: the profiles have a say. */
 const IF_PASSED_ONLY = `-m mark --mark ${HEX(MARK_PASS)}/${HEX(BOTH)}`;
 const comment = (text: string): string => `-m comment --comment "${text}"`;
+
+export type IpFamily = 4 | 6;
+/** ICMPv6 a workload must be able to send its host whatever its policy: MLD (130-132), router solicitation
+ * (133), neighbour solicitation/advertisement (135, 136). */
+const NDP_ICMPV6_TYPES = [130, 131, 132, 133, 135, 136];
 
 // ---------------------------------------------------------------------------------------------
 // Names
@@ -175,14 +191,14 @@ function groupChainName(policyChains: readonly string[], direction: PolicyType):
   return prefix + shortHash(policyChains.join('\n'), MAX_CHAIN_NAME - prefix.length);
 }
 
-/** `cali40s:` + the start of the selector's Calico unique ID (as Felix names its ipsets). */
-export function selectorIpsetName(sel: Selector): string {
-  return `cali40${sel.uniqueId()}`.slice(0, MAX_IPSET_NAME);
+/** `cali40s:` (`cali60s:` for IPv6) + the start of the selector's Calico unique ID (as Felix names its ipsets). */
+export function selectorIpsetName(sel: Selector, family: IpFamily = 4): string {
+  return `cali${family}0${sel.uniqueId()}`.slice(0, MAX_IPSET_NAME);
 }
 
-/** `cali40n:` + a hash of the (normalised, sorted) nets. */
-export function netsIpsetName(nets: readonly string[]): string {
-  const prefix = 'cali40n:';
+/** `cali40n:` (`cali60n:`) + a hash of the (normalised, sorted) nets. */
+export function netsIpsetName(nets: readonly string[], family: IpFamily = 4): string {
+  const prefix = `cali${family}0n:`;
   return prefix + shortHash(nets.join(','), MAX_IPSET_NAME - prefix.length);
 }
 
@@ -252,22 +268,25 @@ function parsePort(value: number | string, field: string): PortRange {
   return { from, to };
 }
 
-interface Cidr4 {
-  kind: 4;
-  /** Normalised: host bits cleared, always with a prefix length. */
+interface Net {
+  kind: IpFamily;
+  /** Normalised: host bits cleared, always with a prefix length (IPv6 in RFC 5952 form). */
   text: string;
   prefix: number;
 }
-type Net = Cidr4 | { kind: 6 };
 
 function parseNet(value: unknown, field: string): Net {
-  const bad = (): ValidationError => new ValidationError(field, `${JSON.stringify(value)} is not a CIDR such as 10.0.0.0/8`);
+  const bad = (): ValidationError => new ValidationError(field, `${JSON.stringify(value)} is not a CIDR such as 10.0.0.0/8 or fd00::/64`);
   if (typeof value !== 'string') throw bad();
   if (value.includes(':')) {
-    if (!/^[0-9A-Fa-f:.]+(\/[0-9]{1,3})?$/.test(value)) throw bad();
-    const len = value.includes('/') ? Number(value.split('/')[1]) : 128;
-    if (len > 128) throw bad();
-    return { kind: 6 };
+    let c: ReturnType<typeof parseCidr>;
+    try {
+      c = parseCidr(value.includes('/') ? value : `${value}/128`);
+    } catch {
+      throw bad();
+    }
+    if (c.family !== 6) throw bad();
+    return { kind: 6, text: formatCidr(c), prefix: c.prefix };
   }
   const m = /^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(?:\/([0-9]{1,2}))?$/.exec(value);
   if (!m) throw bad();
@@ -285,9 +304,8 @@ function ipv4ToString(n: number): string {
   return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
 }
 
-function ipv4ToNumber(text: string): number {
-  const addr = text.split('/')[0]!;
-  return addr.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+function addressToNumber(text: string): bigint {
+  return parseAddress(text.split('/')[0]!).value;
 }
 
 function parseIcmp(match: IcmpMatch, field: string): IcmpMatch {
@@ -312,12 +330,12 @@ function parseRuleSelector(text: unknown, field: string): Selector {
   }
 }
 
-/** A rule's source or destination, checked and normalised for the IPv4 table. */
+/** A rule's source or destination, checked and normalised (both families; a table takes its own). */
 interface Entity {
-  /** null: no constraint; []: cannot match in IPv4 (only IPv6 nets given). */
-  nets: Cidr4[] | null;
-  /** IPv4 nets only; a /0 among them means the rule can never match. */
-  notNets: Cidr4[];
+  /** null: no constraint; otherwise the nets of both families (none of a family: cannot match there). */
+  nets: Net[] | null;
+  /** Both families; a /0 of the table's family means the rule can never match there. */
+  notNets: Net[];
   selector: Selector | null;
   notSelector: Selector | null;
   ports: PortRange[] | null;
@@ -335,11 +353,11 @@ function parseEntity(e: EntityRule | undefined, field: string): Entity {
   };
   const nets = list(e.nets, `${field}.nets`);
   if (nets !== undefined && nets.length > 0) {
-    out.nets = nets.map((n, i) => parseNet(n, `${field}.nets[${i}]`)).filter((n): n is Cidr4 => n.kind === 4);
+    out.nets = nets.map((n, i) => parseNet(n, `${field}.nets[${i}]`));
   }
   const notNets = list(e.notNets, `${field}.notNets`);
   if (notNets !== undefined) {
-    out.notNets = notNets.map((n, i) => parseNet(n, `${field}.notNets[${i}]`)).filter((n): n is Cidr4 => n.kind === 4);
+    out.notNets = notNets.map((n, i) => parseNet(n, `${field}.notNets[${i}]`));
   }
   if (e.selector !== undefined) out.selector = parseRuleSelector(e.selector, `${field}.selector`);
   if (e.notSelector !== undefined) out.notSelector = parseRuleSelector(e.notSelector, `${field}.notSelector`);
@@ -353,8 +371,9 @@ function parseEntity(e: EntityRule | undefined, field: string): Entity {
 /** A rule, checked; `null` fields are absent. */
 interface ParsedRule {
   action: Rule['action'];
-  /** False when the rule is IPv6-only and has no place in this table. */
+  /** Whether the rule may match in the IPv4 / IPv6 table (ipVersion and ICMP/ICMPv6 decide). */
   ipv4: boolean;
+  ipv6: boolean;
   protocol: Proto | null;
   notProtocol: Proto | null;
   icmp: IcmpMatch | null;
@@ -397,6 +416,7 @@ function parseRule(rule: Rule, field: string): ParsedRule {
   return {
     action: rule.action,
     ipv4: rule.ipVersion !== 6 && !protocol?.icmp6,
+    ipv6: rule.ipVersion !== 4 && !protocol?.icmp4,
     protocol,
     notProtocol,
     icmp,
@@ -419,15 +439,17 @@ class IpsetRegistry {
   readonly selectors = new Map<string, Selector>();
   readonly nets = new Map<string, string[]>();
 
+  constructor(readonly family: IpFamily) {}
+
   selector(sel: Selector): string {
-    const name = selectorIpsetName(sel);
+    const name = selectorIpsetName(sel, this.family);
     this.selectors.set(name, sel);
     return name;
   }
 
-  netList(nets: readonly Cidr4[]): string {
+  netList(nets: readonly Net[]): string {
     const members = sortNets(new Set(nets.map((n) => n.text)));
-    const name = netsIpsetName(members);
+    const name = netsIpsetName(members, this.family);
     this.nets.set(name, members);
     return name;
   }
@@ -438,9 +460,9 @@ function sortNets(items: Iterable<string>): string[] {
   return [...items]
     .map((text) => {
       const slash = text.indexOf('/');
-      return { text, n: ipv4ToNumber(text), len: slash < 0 ? 32 : Number(text.slice(slash + 1)) };
+      return { text, n: addressToNumber(text), len: slash < 0 ? 128 : Number(text.slice(slash + 1)) };
     })
-    .sort((a, b) => a.n - b.n || a.len - b.len)
+    .sort((a, b) => (a.n < b.n ? -1 : a.n > b.n ? 1 : a.len - b.len))
     .map((x) => x.text);
 }
 
@@ -479,10 +501,11 @@ function icmpArg(m: IcmpMatch): string {
 
 /**
  * The match part(s) of a rule: several when positive port lists need more than one multiport
- * (alternatives: OR), none when the rule cannot match an IPv4 packet.
+ * (alternatives: OR), none when the rule cannot match a packet of the registry's family.
  */
 function renderMatches(r: ParsedRule, sets: IpsetRegistry): string[] {
-  if (!r.ipv4) return [];
+  const family = sets.family;
+  if (!(family === 4 ? r.ipv4 : r.ipv6)) return [];
   // Built-in matches first, in the order iptables-save prints them (-s, -d, -p), then modules:
   // the rendered rule reads back byte-for-byte from `iptables-save`.
   const addresses: string[] = [];
@@ -503,22 +526,24 @@ function renderMatches(r: ParsedRule, sets: IpsetRegistry): string[] {
   ] as const) {
     let addressFlagUsed = false;
     if (e.nets !== null) {
-      if (e.nets.length === 0) return []; // only IPv6 nets: nothing to match here
-      if (!e.nets.some((n) => n.prefix === 0)) {
-        const unique = [...new Set(e.nets.map((n) => n.text))];
+      const nets = e.nets.filter((n) => n.kind === family);
+      if (nets.length === 0) return []; // only nets of the other family: nothing to match here
+      if (!nets.some((n) => n.prefix === 0)) {
+        const unique = [...new Set(nets.map((n) => n.text))];
         if (unique.length === 1) {
           addresses.push(`${flag} ${unique[0]}`);
           addressFlagUsed = true;
         } else {
-          modules.push(`-m set --match-set ${sets.netList(e.nets)} ${dir}`);
+          modules.push(`-m set --match-set ${sets.netList(nets)} ${dir}`);
         }
       }
     }
-    if (e.notNets.length > 0) {
-      if (e.notNets.some((n) => n.prefix === 0)) return []; // excludes everything
-      const unique = [...new Set(e.notNets.map((n) => n.text))];
+    const notNets = e.notNets.filter((n) => n.kind === family);
+    if (notNets.length > 0) {
+      if (notNets.some((n) => n.prefix === 0)) return []; // excludes everything
+      const unique = [...new Set(notNets.map((n) => n.text))];
       if (unique.length === 1 && !addressFlagUsed) addresses.push(`! ${flag} ${unique[0]}`);
-      else modules.push(`-m set ! --match-set ${sets.netList(e.notNets)} ${dir}`);
+      else modules.push(`-m set ! --match-set ${sets.netList(notNets)} ${dir}`);
     }
     if (e.selector) modules.push(`-m set --match-set ${sets.selector(e.selector)} ${dir}`);
     if (e.notSelector) modules.push(`-m set ! --match-set ${sets.selector(e.notSelector)} ${dir}`);
@@ -538,8 +563,9 @@ function renderMatches(r: ParsedRule, sets: IpsetRegistry): string[] {
     for (const alt of alternatives) alt.push(...negated);
   }
   const icmp: string[] = [];
-  if (r.icmp) icmp.push(`-m icmp --icmp-type ${icmpArg(r.icmp)}`);
-  if (r.notICMP) icmp.push(`-m icmp ! --icmp-type ${icmpArg(r.notICMP)}`);
+  const [icmpModule, icmpOption] = family === 4 ? ['icmp', '--icmp-type'] : ['icmp6', '--icmpv6-type'];
+  if (r.icmp) icmp.push(`-m ${icmpModule} ${icmpOption} ${icmpArg(r.icmp)}`);
+  if (r.notICMP) icmp.push(`-m ${icmpModule} ! ${icmpOption} ${icmpArg(r.notICMP)}`);
   const head = [...addresses, protocol, ...modules].filter((s) => s !== '');
   return alternatives.map((alt) => [...head, ...alt, ...icmp].join(' '));
 }
@@ -666,17 +692,19 @@ function byCodePoints<T>(key: (t: T) => string): (a: T, b: T) => number {
   return (a, b) => compareCodePoints(key(a), key(b));
 }
 
-function ipv4Addresses(ep: WorkloadEndpoint): string[] {
+/** The endpoint's addresses of one family (host addresses without their /32 or /128). */
+function addressesOf(ep: WorkloadEndpoint, family: IpFamily): string[] {
   const out: string[] = [];
   for (const n of ep.ipNetworks ?? []) {
-    if (n.includes(':')) continue;
+    if (n.includes(':') !== (family === 6)) continue;
     let net: Net;
     try {
       net = parseNet(n, 'ipNetworks');
     } catch {
       continue;
     }
-    if (net.kind === 4) out.push(net.prefix === 32 ? net.text.slice(0, -3) : net.text);
+    const host = family === 4 ? 32 : 128;
+    out.push(net.prefix === host ? net.text.slice(0, -`/${host}`.length) : net.text);
   }
   return out;
 }
@@ -714,7 +742,8 @@ export function computeFilterState(input: FilterStateInput): DesiredFilterState 
     }
   }
 
-  const sets = new IpsetRegistry();
+  const family = input.family ?? 4;
+  const sets = new IpsetRegistry(family);
   const chains = new Map<string, string[]>();
   const policyChainsDone = new Set<string>();
   const profileChainsDone = new Set<string>();
@@ -801,6 +830,7 @@ export function computeFilterState(input: FilterStateInput): DesiredFilterState 
   ]);
   chains.set(CHAIN.input, [`-i cali+ -j ${CHAIN.wlToHost}`]);
   chains.set(CHAIN.wlToHost, [
+    ...(family === 6 ? NDP_ICMPV6_TYPES.map((t) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${t} ${comment('Neighbour/router discovery, MLD')} -j ACCEPT`) : []),
     CLEAR_MARKS,
     `-j ${CHAIN.fromWlDispatch}`,
     `${IF_ACCEPTED} ${comment('DefaultEndpointToHostAction ACCEPT')} -j ACCEPT`,
@@ -817,7 +847,7 @@ export function computeFilterState(input: FilterStateInput): DesiredFilterState 
   // Endpoints grouped by effective labels: each selector is evaluated once per distinct label set.
   const groups = new Map<string, { labels: Record<string, string>; addrs: string[] }>();
   for (const ep of everyone.values()) {
-    const addrs = ipv4Addresses(ep);
+    const addrs = addressesOf(ep, family);
     if (addrs.length === 0) continue;
     const { labels, signature } = labelsWithSignature(ep, rawProfiles);
     const g = groups.get(signature);

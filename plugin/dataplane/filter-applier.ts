@@ -1,7 +1,10 @@
 /**
- * The iptables/ipset applier for policy: makes the filter table and the IPv4 ipsets match a
+ * The iptables/ipset applier for policy: makes the filter table and the ipsets of one IP family match a
  * DesiredFilterState (computed by calc/), writing only what differs, through `iptables-restore --noflush`
  * (one atomic transaction for the table) and `ipset restore`. Nothing else is ever used to write.
+ * One instance per family: IPv4 (`iptables-*`, sets `cali40*`/`cali4t*`, family inet) and IPv6
+ * (`ip6tables-*`, sets `cali60*`/`cali6t*`, family inet6). Everything below said of `cali40`/`cali4t`
+ * holds for `cali60`/`cali6t` in the IPv6 instance; each instance leaves the other family's sets alone.
  *
  * DESIGN NOTE — what it owns and how it recognises it after a restart (nothing is persisted; what it keeps
  * in memory between applies is a cache of the kernel, see below):
@@ -63,11 +66,14 @@ import { performance } from 'node:perf_hooks';
 import { CommandFailedError, ValidationError } from '../lib/errors.js';
 import type { CommandRunner } from '../lib/exec.js';
 import { silentLogger, type Logger } from '../lib/log.js';
+import { formatAddress, formatCidr, parseCidr } from '../lib/cidr.js';
 import type { ChainSpec, DesiredFilterState, FilterApplyReport, IpsetSpec, PolicyDataplane } from './policy-types.js';
 
 export const CHAIN_PREFIX = 'cali-';
 export const IPSET_PREFIX = 'cali40';
 export const TEMP_IPSET_PREFIX = 'cali4t';
+export const IPSET6_PREFIX = 'cali60';
+export const TEMP_IPSET6_PREFIX = 'cali6t';
 /** The comment on every hook jump this module inserts. */
 export const HOOK_COMMENT = 'cali:hook';
 /** Our comments (rule hashes, hooks, older hook comments) all start with this. */
@@ -84,6 +90,34 @@ export const IPSET_SAVE_ARGV: readonly string[] = ['ipset', 'save'];
 /** `-w 10`: wait for the xtables lock (legacy backend) instead of failing at once; ignored by nf_tables. */
 export const IPTABLES_RESTORE_ARGV: readonly string[] = ['iptables-restore', '--noflush', '-w', '10'];
 export const IPSET_RESTORE_ARGV: readonly string[] = ['ipset', '-exist', 'restore'];
+
+export type IpFamily = 4 | 6;
+
+/** What differs between the IPv4 and the IPv6 instance. */
+interface FamilyProfile {
+  setPrefix: string;
+  tempPrefix: string;
+  /** `family` of `ipset create`. */
+  ipsetFamily: 'inet' | 'inet6';
+  saveArgv: readonly string[];
+  restoreArgv: readonly string[];
+}
+
+const FAMILY: Record<IpFamily, FamilyProfile> = {
+  4: { setPrefix: IPSET_PREFIX, tempPrefix: TEMP_IPSET_PREFIX, ipsetFamily: 'inet', saveArgv: IPTABLES_SAVE_ARGV, restoreArgv: IPTABLES_RESTORE_ARGV },
+  6: {
+    setPrefix: IPSET6_PREFIX,
+    tempPrefix: TEMP_IPSET6_PREFIX,
+    ipsetFamily: 'inet6',
+    saveArgv: ['ip6tables-save', '-t', 'filter'],
+    restoreArgv: ['ip6tables-restore', '--noflush', '-w', '10'],
+  },
+};
+
+/** The family a set name belongs to (`cali6…` is IPv6, everything else IPv4). */
+export function setFamily(name: string): IpFamily {
+  return name.startsWith(IPSET6_PREFIX) || name.startsWith(TEMP_IPSET6_PREFIX) ? 6 : 4;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Tokens
@@ -274,18 +308,22 @@ function isHookFor(rule: string, target: string): boolean {
 }
 
 export function tempSetName(name: string): string {
-  return TEMP_IPSET_PREFIX + name.slice(IPSET_PREFIX.length);
+  return FAMILY[setFamily(name)].tempPrefix + name.slice(IPSET_PREFIX.length);
 }
 
-function isOwnedSet(name: string): boolean {
-  return name.startsWith(IPSET_PREFIX) || name.startsWith(TEMP_IPSET_PREFIX);
+function isOwnedSet(name: string, family: IpFamily = 4): boolean {
+  return name.startsWith(FAMILY[family].setPrefix) || name.startsWith(FAMILY[family].tempPrefix);
+}
+
+function isTwinName(name: string): boolean {
+  return name.startsWith(TEMP_IPSET_PREFIX) || name.startsWith(TEMP_IPSET6_PREFIX);
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Validation and normalisation of the desired state
 
 const CHAIN_NAME_RE = /^cali-[A-Za-z0-9_.:-]+$/;
-const SET_NAME_RE = /^cali40[A-Za-z0-9_.:-]+$/;
+const SET_NAME_RE: Record<IpFamily, RegExp> = { 4: /^cali40[A-Za-z0-9_.:-]+$/, 6: /^cali60[A-Za-z0-9_.:-]+$/ };
 const KERNEL_CHAIN_RE = /^[A-Za-z0-9_-]+$/;
 /** Tokens that would turn a rule into another command (they cannot appear in a rule's own arguments). */
 const COMMAND_TOKENS = new Set([
@@ -322,8 +360,30 @@ function tryCanonicalMember(text: string): string[] | undefined {
   return [p.prefix === 32 ? net : `${net}/${p.prefix}`];
 }
 
+/** IPv6 members as `ipset save` prints them (RFC 5952, `/128` dropped; /0 as two /1s). */
+function canonicalMembers6(set: IpsetSpec, where: string): string[] {
+  const out = new Set<string>();
+  set.members.forEach((m, i) => {
+    const text = m.includes('/') ? m : `${m}/128`;
+    let c: ReturnType<typeof parseCidr> | undefined;
+    try {
+      c = parseCidr(text);
+    } catch {
+      c = undefined;
+    }
+    if (!c || c.family !== 6) throw new ValidationError(`${where}.members[${i}]`, `${JSON.stringify(m)} is not an IPv6 address or CIDR`);
+    if (set.type === 'hash:ip' && c.prefix !== 128) {
+      throw new ValidationError(`${where}.members[${i}]`, `${m}: a hash:ip set holds single addresses; use a hash:net set for CIDRs`);
+    }
+    if (c.prefix === 0) ['::/1', '8000::/1'].forEach((x) => out.add(x));
+    else out.add(c.prefix === 128 ? formatAddress(6, c.base) : formatCidr(c));
+  });
+  return [...out].sort();
+}
+
 /** The members of a desired set in canonical form, deduplicated and sorted. Throws ValidationError. */
 export function canonicalMembers(set: IpsetSpec, where = `ipset ${set.name}`): string[] {
+  if (setFamily(set.name) === 6) return canonicalMembers6(set, where);
   const out = new Set<string>();
   set.members.forEach((m, i) => {
     const p = parseIpv4(m);
@@ -400,13 +460,13 @@ function nextPow2(n: number): number {
  * still desired) and a set whose name, type and members equal the memo's are taken from it as they are;
  * the result, and any error, are the same as without it. On success the memo keeps this call's entries.
  */
-export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMemo): NormalisedDesired {
+export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMemo, family: IpFamily = 4): NormalisedDesired {
   const sets = new Map<string, NormalisedSet>();
   const memoSets = new Map<string, MemoSet>();
   desired.ipsets.forEach((s, i) => {
     const where = `ipsets[${i}]`;
-    if (!SET_NAME_RE.test(s.name) || s.name.length > MAX_SET_NAME) {
-      throw new ValidationError(`${where}.name`, `${JSON.stringify(s.name)} must be "${IPSET_PREFIX}" followed by [A-Za-z0-9_.:-], at most ${MAX_SET_NAME} characters`);
+    if (!SET_NAME_RE[family].test(s.name) || s.name.length > MAX_SET_NAME) {
+      throw new ValidationError(`${where}.name`, `${JSON.stringify(s.name)} must be "${FAMILY[family].setPrefix}" followed by [A-Za-z0-9_.:-], at most ${MAX_SET_NAME} characters`);
     }
     if (s.type !== 'hash:net' && s.type !== 'hash:ip') throw new ValidationError(`${where}.type`, `${JSON.stringify(s.type)} must be hash:net or hash:ip`);
     if (sets.has(s.name)) throw new ValidationError(where, `ipset ${s.name} is listed twice`);
@@ -455,7 +515,7 @@ export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMe
           if (!names.has(t)) fail(`jumps to ${t}, which is not among the desired chains`);
           chainRefs.push(t);
         }
-        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t)) {
+        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t, family)) {
           if (!sets.has(t)) fail(`matches ipset ${t}, which is not among the desired ipsets`);
           setRefs.push(t);
         }
@@ -531,7 +591,7 @@ function headerOption(set: ParsedIpset, key: string): string | undefined {
 
 /** Can the existing set be brought to `want` by adding and deleting members? */
 function deltaCompatible(cur: ParsedIpset, want: NormalisedSet): boolean {
-  if (cur.type !== want.type || (headerOption(cur, 'family') ?? 'inet') !== 'inet') return false;
+  if (cur.type !== want.type || (headerOption(cur, 'family') ?? 'inet') !== FAMILY[setFamily(want.name)].ipsetFamily) return false;
   const maxelem = Number(headerOption(cur, 'maxelem') ?? DEFAULT_MAXELEM);
   if (!(maxelem >= want.members.length)) return false;
   for (let i = 0; i < cur.options.length; i++) {
@@ -544,11 +604,11 @@ function deltaCompatible(cur: ParsedIpset, want: NormalisedSet): boolean {
 
 /** Can `want` be built aside and swapped in? (The kernel swaps only sets of the same type and family.) */
 function swapCompatible(cur: ParsedIpset, want: NormalisedSet): boolean {
-  return cur.type === want.type && (headerOption(cur, 'family') ?? 'inet') === 'inet';
+  return cur.type === want.type && (headerOption(cur, 'family') ?? 'inet') === FAMILY[setFamily(want.name)].ipsetFamily;
 }
 
 function createLine(name: string, s: NormalisedSet): string {
-  return `create ${name} ${s.type} family inet maxelem ${s.maxelem}`;
+  return `create ${name} ${s.type} family ${FAMILY[setFamily(s.name)].ipsetFamily} maxelem ${s.maxelem}`;
 }
 
 /**
@@ -587,7 +647,7 @@ function hashesOf(c: ParsedChain): readonly (string | undefined)[] {
 }
 function usesTwinOf(c: ParsedChain): boolean {
   const f = factsOf(c);
-  return (f.usesTwin ??= c.rules.some((r) => r.includes(TEMP_IPSET_PREFIX) && setRefs(tokenizeRule(r)).some((s) => s.startsWith(TEMP_IPSET_PREFIX))));
+  return (f.usesTwin ??= c.rules.some((r) => (r.includes(TEMP_IPSET_PREFIX) || r.includes(TEMP_IPSET6_PREFIX)) && setRefs(tokenizeRule(r)).some(isTwinName)));
 }
 function targetsOf(c: ParsedChain): readonly string[] {
   const f = factsOf(c);
@@ -633,12 +693,12 @@ function escapeRe(s: string): string {
  * that change exactly what differs, in the order FilterApplier runs them. Throws ValidationError for an
  * invalid desired state or a hook into a chain the table does not have.
  */
-export function planFilterUpdate(current: ParsedFilterTable, currentSets: ParsedIpsets, desired: DesiredFilterState): FilterPlan {
-  return planNormalised(current, currentSets, normaliseDesired(desired));
+export function planFilterUpdate(current: ParsedFilterTable, currentSets: ParsedIpsets, desired: DesiredFilterState, family: IpFamily = 4): FilterPlan {
+  return planNormalised(current, currentSets, normaliseDesired(desired, undefined, family), family);
 }
 
 /** planFilterUpdate for a state normaliseDesired() already validated. */
-export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIpsets, want: NormalisedDesired): FilterPlan {
+export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIpsets, want: NormalisedDesired, family: IpFamily = 4): FilterPlan {
   const changedChains = new Set<string>();
   const changedSets = new Set<string>();
   const warnings: string[] = [];
@@ -689,10 +749,10 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   }
   const deleteSetsAfter: string[] = [];
   for (const name of [...currentSets.keys()].sort()) {
-    if (name.startsWith(IPSET_PREFIX) && !want.sets.has(name)) {
+    if (name.startsWith(FAMILY[family].setPrefix) && !want.sets.has(name)) {
       deleteSetsAfter.push(name);
       changedSets.add(name);
-    } else if (name.startsWith(TEMP_IPSET_PREFIX) && !handledTwins.has(name)) {
+    } else if (name.startsWith(FAMILY[family].tempPrefix) && !handledTwins.has(name)) {
       deleteSetsAfter.push(name); // a twin left by an interrupted apply
     }
   }
@@ -873,7 +933,7 @@ function writtenChain(name: string, want: NormalisedChain, policy = '-'): Parsed
  * sets step 5 could not destroy). Undefined when it cannot be derived exactly (a detour: chains of the
  * table were rewritten onto twins; a set left that the view does not know), so the next apply reads.
  */
-function viewAfter(base: KernelView, want: NormalisedDesired, plan: FilterPlan, notDestroyed: ReadonlySet<string>): KernelView | undefined {
+function viewAfter(base: KernelView, want: NormalisedDesired, plan: FilterPlan, notDestroyed: ReadonlySet<string>, family: IpFamily): KernelView | undefined {
   if (plan.detourRestoreInput !== undefined || plan.detourIpsetInput !== undefined) return undefined;
   if ([...notDestroyed].some((n) => !base.sets.has(n))) return undefined;
   if (plan.changedChains.length + plan.changedSets.length + plan.deleteSetsAfter.length === 0) return base;
@@ -898,7 +958,7 @@ function viewAfter(base: KernelView, want: NormalisedDesired, plan: FilterPlan, 
   const sets: ParsedIpsets = new Map();
   for (const [name, cur] of base.sets) {
     // Owned sets that are not desired were destroyed (step 1 for twins it handled, step 5 otherwise).
-    if (!isOwnedSet(name) || notDestroyed.has(name)) sets.set(name, cur);
+    if (!isOwnedSet(name, family) || notDestroyed.has(name)) sets.set(name, cur);
   }
   for (const s of want.sets.values()) {
     const cur = base.sets.get(s.name);
@@ -907,7 +967,7 @@ function viewAfter(base: KernelView, want: NormalisedDesired, plan: FilterPlan, 
     // Members changed in place: the header is as it was read.
     else if (cur && deltaCompatible(cur, s)) next = { name: s.name, type: cur.type, options: cur.options, members: s.members };
     // Created, re-created or swapped in: the header we gave it (the kernel adds only known options to it).
-    else next = { name: s.name, type: s.type, options: ['family', 'inet', 'maxelem', String(s.maxelem)], members: s.members };
+    else next = { name: s.name, type: s.type, options: ['family', FAMILY[family].ipsetFamily, 'maxelem', String(s.maxelem)], members: s.members };
     setsInSync.set(next, s);
     sets.set(s.name, next);
   }
@@ -930,6 +990,8 @@ export interface FilterApplierOptions {
   resyncMs?: number;
   /** The clock for resyncMs, in ms (default performance.now: monotonic); for tests. */
   now?: () => number;
+  /** Which filter table and sets (default 4: iptables and `cali40*`; 6: ip6tables and `cali60*`). */
+  family?: IpFamily;
 }
 
 export class FilterApplier implements PolicyDataplane {
@@ -940,21 +1002,25 @@ export class FilterApplier implements PolicyDataplane {
   private readonly memo = new NormaliseMemo();
   /** The kernel as of the last successful apply; undefined until the first, after a failure, or invalidate(). */
   private view: KernelView | undefined;
+  readonly family: IpFamily;
+  private readonly profile: FamilyProfile;
 
   constructor(
     private readonly runner: CommandRunner,
     options: FilterApplierOptions = {},
   ) {
-    this.log = (options.log ?? silentLogger).child({ component: 'filter-applier' });
+    this.log = (options.log ?? silentLogger).child({ component: options.family === 6 ? 'filter-applier-ipv6' : 'filter-applier' });
     this.resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
     this.now = options.now ?? (() => performance.now());
+    this.family = options.family ?? 4;
+    this.profile = FAMILY[this.family];
   }
 
   apply(desired: DesiredFilterState): Promise<FilterApplyReport> {
     // Validate (and snapshot) before queueing, so a bad desired state fails at once and touches nothing.
     let want: NormalisedDesired;
     try {
-      want = normaliseDesired(desired, this.memo);
+      want = normaliseDesired(desired, this.memo, this.family);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -973,7 +1039,7 @@ export class FilterApplier implements PolicyDataplane {
 
   /** Reads the kernel's filter table and ipsets (the only commands a no-op apply with no usable cache runs). */
   async readState(): Promise<{ table: ParsedFilterTable; sets: ParsedIpsets }> {
-    const [save, sets] = await Promise.all([this.runner.run(IPTABLES_SAVE_ARGV), this.runner.run(IPSET_SAVE_ARGV)]);
+    const [save, sets] = await Promise.all([this.runner.run(this.profile.saveArgv), this.runner.run(IPSET_SAVE_ARGV)]);
     return { table: parseIptablesSave(save.stdout), sets: parseIpsetSave(sets.stdout) };
   }
 
@@ -993,7 +1059,7 @@ export class FilterApplier implements PolicyDataplane {
     }
     let plan: FilterPlan;
     try {
-      plan = planNormalised(base.table, base.sets, want);
+      plan = planNormalised(base.table, base.sets, want, this.family);
     } catch (err) {
       return { reason: `planning against the cache failed: ${String(err)}` };
     }
@@ -1015,16 +1081,16 @@ export class FilterApplier implements PolicyDataplane {
       this.log.debug('reading the kernel state', { reason: cached.reason });
       const { table, sets } = await this.readState();
       base = { table, sets, readAt: now };
-      plan = planNormalised(table, sets, want);
+      plan = planNormalised(table, sets, want, this.family);
     }
     for (const w of plan.warnings) this.log.warn(w);
 
     await this.restore(IPSET_RESTORE_ARGV, plan.ipsetInput, plan.lineOwners.ipset, 'ipset');
-    await this.restore(IPTABLES_RESTORE_ARGV, plan.detourRestoreInput, plan.lineOwners.detourRestore, 'iptables chain');
+    await this.restore(this.profile.restoreArgv, plan.detourRestoreInput, plan.lineOwners.detourRestore, 'iptables chain');
     await this.restore(IPSET_RESTORE_ARGV, plan.detourIpsetInput, plan.lineOwners.detourIpset, 'ipset');
-    await this.restore(IPTABLES_RESTORE_ARGV, plan.restoreInput, plan.lineOwners.restore, 'iptables chain');
+    await this.restore(this.profile.restoreArgv, plan.restoreInput, plan.lineOwners.restore, 'iptables chain');
     const notDestroyed = await this.destroySets(plan.deleteSetsAfter);
-    this.view = viewAfter(base, want, plan, notDestroyed);
+    this.view = viewAfter(base, want, plan, notDestroyed, this.family);
 
     const report: FilterApplyReport = {
       changedChains: plan.changedChains,

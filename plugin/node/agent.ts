@@ -33,6 +33,8 @@ export interface NodeAgentDeps {
   store?: Datastore;
   dataplane?: Dataplane;
   policyDataplane?: PolicyDataplane;
+  /** The IPv6 policy applier (ip6tables); default: a FilterApplier for family 6. */
+  policyDataplane6?: PolicyDataplane;
   log?: Logger;
 }
 
@@ -58,7 +60,13 @@ export class NodeAgent {
     this.ipam = new Ipam(this.store, { node: config.nodeName });
     const dataplane = deps.dataplane ?? new LinuxDataplane(new ExecFileRunner(), { log: this.log, manageForwardChain: !config.policyEnforcement });
     this.policy = config.policyEnforcement
-      ? new PolicyAgent(this.store, config.nodeName, deps.policyDataplane ?? new FilterApplier(new ExecFileRunner(), { log: this.log }), this.log.child({ component: 'policy' }))
+      ? new PolicyAgent(
+          this.store,
+          config.nodeName,
+          deps.policyDataplane ?? new FilterApplier(new ExecFileRunner(), { log: this.log }),
+          this.log.child({ component: 'policy' }),
+          deps.policyDataplane6 ?? (deps.policyDataplane ? undefined : new FilterApplier(new ExecFileRunner(), { log: this.log, family: 6 })),
+        )
       : undefined;
     // The overlay (VXLAN, CrossSubnet routes) comes with the real dataplane; tests that inject a dataplane
     // inject none.

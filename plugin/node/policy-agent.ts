@@ -2,7 +2,9 @@
  * Policy enforcement in the node (Felix's role): on any change to workload endpoints (of every host:
  * selectors match remote endpoints too), profiles or policies, recompute the filter-table state (pure,
  * calc/policy-rules.ts) and hand it to the applier, which rewrites only the chains and ipsets that
- * differ. Changes are debounced briefly so a burst becomes one update.
+ * differ. Changes are debounced briefly so a burst becomes one update. With an IPv6 applier it does the
+ * same for ip6tables (the IPv6 table is always programmed, pools or not: no unfiltered IPv6 on cali
+ * interfaces, fail closed), IPv4 first.
  */
 import { computeFilterState } from '../calc/policy-rules.js';
 import type { Datastore } from '../datastore/datastore.js';
@@ -26,6 +28,7 @@ export class PolicyAgent {
     private readonly node: string,
     private readonly applier: PolicyDataplane,
     private readonly log: Logger,
+    private readonly applier6?: PolicyDataplane,
   ) {
     this.job = new DebouncedJob(
       () => this.sync(),
@@ -53,14 +56,19 @@ export class PolicyAgent {
       this.store.list(keys.networkPolicies()),
     ]);
     const all = endpoints.items.map((i) => i.value);
-    const desired = computeFilterState({
+    const input = {
       node: this.node,
       localEndpoints: all.filter((e) => e.node === this.node),
       allEndpoints: all,
       profiles: profiles.items.map((i) => i.value),
       policies: [...globalPolicies.items, ...namespaced.items].map((i) => i.value),
-    });
-    const report = await this.applier.apply(desired);
+    };
+    const report = await this.applier.apply(computeFilterState(input));
+    if (this.applier6) {
+      const report6 = await this.applier6.apply(computeFilterState({ ...input, family: 6 }));
+      report.changedChains = [...report.changedChains, ...report6.changedChains.map((c) => `ip6:${c}`)];
+      report.changedSets = [...report.changedSets, ...report6.changedSets];
+    }
     this.lastError = undefined;
     if (started !== undefined) {
       this.latencies.push(performance.now() - started);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { ensureBusyboxImage } from '../helpers/busybox-image.js';
-import { startCalicoNode, type CalicoNodeHandle } from '../helpers/calico-node.js';
+import { CLI, startCalicoNode, type CalicoNodeHandle } from '../helpers/calico-node.js';
 import { startDockerd, type DockerdHandle } from '../helpers/dockerd.js';
 import { startEtcd, type EtcdHandle } from '../helpers/etcd.js';
 import { Cleanup, run, waitFor } from '../helpers/proc.js';
@@ -27,6 +27,13 @@ describe('IPv6 dual stack on one host', { timeout: 300_000 }, () => {
   const docker = async (...args: string[]) => (await dockerd.docker(args, { timeoutMs: 60_000 })).stdout.trim();
   const ip6Of = (name: string) => docker('inspect', '-f', '{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}', name);
   const ip4Of = (name: string) => docker('inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', name);
+  const calicoTs = (args: string[], input?: string) =>
+    run(['nsenter', `--net=/run/netns/${dockerd.netns}`, process.execPath, CLI, ...args], { env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: etcd.endpoint }, timeoutMs: 30_000, ...(input ? { input } : {}) });
+  const pings = async (from: string, to: string): Promise<boolean> =>
+    docker('exec', from, 'ping', ...(to.includes(':') ? ['-6'] : []), '-c1', '-W1', to).then(
+      () => true,
+      () => false,
+    );
   const dump = async (): Promise<Record<string, unknown>> => JSON.parse((await ns([process.execPath, ETCD_DUMP, etcd.endpoint])).stdout) as Record<string, unknown>;
 
   before(async () => {
@@ -85,6 +92,37 @@ describe('IPv6 dual stack on one host', { timeout: 300_000 }, () => {
     await ns(['ping', '-6', '-c1', '-W2', a6]);
     // A fresh container reaches `a` on its first ping (no DAD wait on either side).
     await docker('run', '--rm', '--net', 'dual', 'local/busybox', 'ping', '-6', '-c1', '-W2', a6);
+  });
+
+  it('policy holds for IPv6 as for IPv4: another network is isolated; a policy with an IPv6 net denies one source', async () => {
+    const [a4, a6, b4, b6] = [await ip4Of('v6a'), await ip6Of('v6a'), await ip4Of('v6b'), await ip6Of('v6b')];
+    assert.equal((await ns(['ip6tables', '-S', 'FORWARD'])).stdout.includes('cali-FORWARD'), true, 'ip6tables hooked');
+    await docker('network', 'create', '--ipv6', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'other6');
+    await docker('run', '-d', '--net', 'other6', '--name', 'v6o', 'local/busybox', 'sleep', '600');
+    await waitFor(async () => !(await pings('v6o', a6)), 10_000, 'other network isolated over IPv6');
+    assert.equal(await pings('v6o', a4), false, 'and over IPv4');
+    assert.ok(await pings('v6b', a6));
+    await calicoTs(['apply', '-f', '-'], [
+      'apiVersion: projectcalico.org/v3',
+      'kind: GlobalNetworkPolicy',
+      'metadata: {name: deny-b6}',
+      'spec:',
+      '  order: 1',
+      "  selector: calico-ts/network == 'dual'",
+      '  types: [Ingress]',
+      '  ingress:',
+      `  - {action: Deny, source: {nets: ["${b6}/128"]}}`,
+      '  - {action: Pass}',
+      '',
+    ].join('\n'));
+    await waitFor(async () => !(await pings('v6b', a6)), 10_000, 'v6b -> v6a over IPv6 denied by the IPv6 net');
+    assert.ok(await pings('v6b', a4), 'IPv4 from the same container still allowed (the rule is IPv6-only)');
+    assert.ok(await pings('v6a', b6), 'the other direction still allowed');
+    await calicoTs(['delete', 'globalnetworkpolicy', 'deny-b6']);
+    await waitFor(() => pings('v6b', a6), 10_000, 'allowed again once the policy is gone');
+    assert.ok(b4 !== '');
+    await docker('rm', '-f', 'v6o');
+    await docker('network', 'rm', 'other6');
   });
 
   it('a network whose only --subnet is an IPv6 subnet of a pool allocates there, and --ip6 works', async () => {

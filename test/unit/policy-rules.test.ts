@@ -293,7 +293,7 @@ const outbound = (a: WorkloadEndpoint, dst: string, extra: Partial<Packet> = {})
 // ---------------------------------------------------------------------------------------------
 // Structure
 
-function checkIntegrity(s: DesiredFilterState): void {
+function checkIntegrity(s: DesiredFilterState, family: 4 | 6 = 4): void {
   const names = new Set<string>();
   for (const c of s.chains) {
     assert.ok(c.name.startsWith('cali-'), c.name);
@@ -304,7 +304,7 @@ function checkIntegrity(s: DesiredFilterState): void {
   }
   const setNames = new Set(s.ipsets.map((x) => x.name));
   for (const x of s.ipsets) {
-    assert.ok(x.name.startsWith('cali40'), x.name);
+    assert.ok(x.name.startsWith(`cali${family}0`), x.name);
     assert.ok(x.name.length <= MAX_IPSET_NAME, `${x.name} is too long`);
     assert.match(x.name, /^[A-Za-z0-9:._-]+$/);
     assert.deepEqual(x.members, [...new Set(x.members)], 'members are unique');
@@ -953,6 +953,54 @@ describe('computeFilterState: scale, determinism, incremental updates', () => {
   });
 });
 
+describe('computeFilterState: IPv6 (family 6)', () => {
+  const dual = (name: string, v4: string, v6: string, opts: Parameters<typeof ep>[2] = {}): WorkloadEndpoint => ({ ...ep(name, v4, opts), ipNetworks: [`${v4}/32`, `${v6}/128`] });
+  const db = dual('db', '192.168.0.20', 'fd00::20', { labels: { role: 'db' }, profiles: ['net1'] });
+  const web = dual('web', '192.168.0.21', 'fd00::21', { labels: { role: 'web' }, profiles: ['net1'] });
+  const v4only = ep('old', '192.168.0.22', { labels: { role: 'web' }, profiles: ['net1'] });
+  const rules: Rule[] = [
+    { action: 'Deny', ipVersion: 4 },
+    { action: 'Deny', protocol: 'ICMP' },
+    { action: 'Deny', source: { nets: ['10.0.0.0/8'] } },
+    { action: 'Deny', protocol: 'ICMPv6', icmp: { type: 128, code: 0 } },
+    { action: 'Allow', source: { nets: ['fd00:1::/64', '10.0.0.0/8'], notNets: ['10.1.0.0/16'] } },
+    { action: 'Allow', ipVersion: 6, protocol: 'TCP', source: { selector: "role == 'web'", nets: ['fd00:2::/64', 'fd00:3::1'] }, destination: { ports: [80] } },
+  ];
+  const s6 = computeFilterState({ ...input({ endpoints: [db, web, v4only], profiles: [netProfile('net1')], policies: [gnp('p', { selector: "role == 'db'", ingress: rules })] }), family: 6 });
+
+  it('the same chains, cali60 ipsets of IPv6 addresses, and neighbour discovery to the host before any policy', () => {
+    checkIntegrity(s6, 6);
+    const s4 = computeFilterState(input({ endpoints: [db, web, v4only], profiles: [netProfile('net1')], policies: [gnp('p', { selector: "role == 'db'", ingress: rules })] }));
+    assert.deepEqual(s6.chains.map((c) => c.name).filter((n) => n !== 'cali-pi-p'), s4.chains.map((c) => c.name).filter((n) => n !== 'cali-pi-p'));
+    assert.deepEqual(s6.hooks, s4.hooks);
+    assert.deepEqual(chainOf(s6, 'cali-FORWARD'), chainOf(s4, 'cali-FORWARD'), 'fail closed: unknown cali interfaces drop IPv6 too');
+    const webSetName = /--match-set (cali60s:\S+) src -m multiport/.exec(chainOf(s6, 'cali-pi-p').join('\n'))?.[1];
+    const webSet = s6.ipsets.find((x) => x.name === webSetName);
+    assert.deepEqual(webSet?.members, ['fd00::21'], 'IPv6 address of the web endpoint only (the v4-only one has none)');
+    const wlToHost = chainOf(s6, 'cali-wl-to-host');
+    assert.deepEqual(wlToHost.slice(0, 6).map((r) => /--icmpv6-type (\d+)/.exec(r)?.[1]), ['130', '131', '132', '133', '135', '136']);
+    assert.ok(wlToHost.slice(0, 6).every((r) => r.endsWith('-j ACCEPT')));
+    assert.equal(chainOf(s4, 'cali-wl-to-host').some((r) => r.includes('icmp')), false);
+  });
+
+  it('renders only the rules that can match IPv6: ipVersion, ICMP/ICMPv6 and the family of nets decide', () => {
+    const text = chainOf(s6, 'cali-pi-p').join('\n');
+    assert.doesNotMatch(text, /10\.|--icmp-type|-p icmp /);
+    assert.match(text, /^-p 58 -m icmp6 --icmpv6-type 128\/0 -j DROP$/m);
+    assert.match(text, /^-s fd00:1::\/64 -j MARK/m, 'the IPv4 notNets do not apply in the IPv6 table');
+    assert.match(text, /^-p tcp -m set --match-set cali60n:\S+ src -m set --match-set cali60s:\S+ src -m multiport --dports 80 -j MARK/m);
+    const nets = s6.ipsets.find((x) => x.name.startsWith('cali60n:'));
+    assert.deepEqual(nets?.members, ['fd00:2::/64', 'fd00:3::1/128']);
+    const text4 = chainOf(computeFilterState(input({ endpoints: [db], policies: [gnp('p', { selector: "role == 'db'", ingress: rules })] })), 'cali-pi-p').join('\n');
+    assert.doesNotMatch(text4, /fd00|icmp6|cali60/);
+  });
+
+  it('rejects a malformed IPv6 net', () => {
+    assert.throws(() => validateRule({ action: 'Allow', source: { nets: ['fd00::g/64'] } }), /is not a CIDR/);
+    assert.throws(() => validateRule({ action: 'Allow', source: { nets: ['fd00::/129'] } }), /is not a CIDR/);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // The kernel's own parsers, in a throwaway network namespace (no change to this host).
 
@@ -965,10 +1013,10 @@ function restoreInput(s: DesiredFilterState): string {
   return lines.join('\n');
 }
 
-function ipsetInput(s: DesiredFilterState): string {
+function ipsetInput(s: DesiredFilterState, family: 4 | 6): string {
   const lines: string[] = [];
   for (const x of s.ipsets) {
-    lines.push(`create ${x.name} ${x.type} family inet`);
+    lines.push(`create ${x.name} ${x.type} family ${family === 4 ? 'inet' : 'inet6'}`);
     for (const m of x.members) lines.push(`add ${x.name} ${m}`);
   }
   return lines.join('\n') + '\n';
@@ -981,14 +1029,15 @@ const canRunKernelTools = ((): boolean => {
 })();
 
 /** Runs ipset restore, iptables-restore --test, then a real iptables-restore in a new netns; returns iptables-save. */
-function kernelCheck(s: DesiredFilterState): { status: number | null; stdout: string; stderr: string } {
+function kernelCheck(s: DesiredFilterState, family: 4 | 6 = 4): { status: number | null; stdout: string; stderr: string } {
   const dir = mkdtempSync(join(tmpdir(), 'policy-rules-'));
   try {
     const sets = join(dir, 'sets');
     const rules = join(dir, 'rules');
-    writeFileSync(sets, ipsetInput(s));
+    writeFileSync(sets, ipsetInput(s, family));
     writeFileSync(rules, restoreInput(s));
-    const script = 'ipset restore -f "$0" && iptables-restore --test "$1" && iptables-restore "$1" && iptables-save -t filter';
+    const ipt = family === 4 ? 'iptables' : 'ip6tables';
+    const script = `ipset restore -f "$0" && ${ipt}-restore --test "$1" && ${ipt}-restore "$1" && ${ipt}-save -t filter`;
     const r = spawnSync('unshare', ['-n', 'sh', '-c', script, sets, rules], { encoding: 'utf8', maxBuffer: 64 << 20 });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   } finally {
@@ -1052,6 +1101,29 @@ describe('computeFilterState: iptables-restore and ipset accept the output', { s
     const ours = s.chains.flatMap((c: ChainSpec) => c.rules.map((rule) => norm(`-A ${c.name} ${rule}`)));
     assert.deepEqual(saved, ours);
     assert.ok(r.stdout.includes('-A FORWARD -j cali-FORWARD'));
+  });
+
+  it('the IPv6 table and inet6 ipsets restore with ip6tables-restore, read back unchanged', () => {
+    const db = { ...ep('db', '192.168.0.20', { labels: { role: 'db' }, profiles: ['net1'] }), ipNetworks: ['192.168.0.20/32', 'fd00::20/128'] };
+    const web = { ...ep('web', '192.168.0.21', { labels: { role: 'web' }, profiles: ['net1'] }), ipNetworks: ['fd00::21/128'] };
+    const rules: Rule[] = [
+      { action: 'Log' },
+      { action: 'Allow', protocol: 'TCP', source: { selector: "role == 'web'", nets: ['fd00::/16', 'fd01::/16'], notNets: ['fd00:1::/32'], ports: ['1:1023'] }, destination: { notPorts: ['30:40'] } },
+      { action: 'Deny', protocol: 'UDP', destination: { nets: ['fd00:8::8/128'], notNets: ['fd00:8::8', 'fd00:9::9'] } },
+      { action: 'Deny', protocol: 'ICMPv6', icmp: { type: 128, code: 0 }, notICMP: { type: 1 } },
+      { action: 'Pass', notProtocol: 'SCTP', source: { nets: ['::/0'] } },
+    ];
+    const s = computeFilterState({
+      ...input({ endpoints: [db, web], profiles: [netProfile('net1')], policies: [gnp('six', { selector: "role == 'db'", types: ['Ingress', 'Egress'], ingress: rules, egress: rules })] }),
+      family: 6,
+    });
+    checkIntegrity(s, 6);
+    const r = kernelCheck(s, 6);
+    assert.equal(r.status, 0, r.stderr);
+    const protos = protocolNumbers();
+    const norm = (rule: string): string => rule.replace(/(-p) (\S+)/g, (_, f: string, p: string) => `${f} ${protos.get(p) ?? p}`);
+    const saved = r.stdout.split('\n').filter((l) => l.startsWith('-A cali-')).map(norm);
+    assert.deepEqual(saved, s.chains.flatMap((c: ChainSpec) => c.rules.map((rule) => norm(`-A ${c.name} ${rule}`))));
   });
 
   it('the 500 × 200 table restores too', () => {
