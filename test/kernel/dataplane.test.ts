@@ -246,6 +246,11 @@ describe('LinuxDataplane on a real kernel', { skip }, () => {
       'sysctl net.ipv4.conf.cali00000000003.proxy_arp=1',
       'sysctl net.ipv4.neigh.cali00000000003.proxy_delay=0',
       'sysctl net.ipv4.conf.cali00000000003.forwarding=1',
+      // An IPv6 endpoint: the EUI-64 link-local gateway without DAD, forwarding, and (first time) host-wide.
+      'sysctl net.ipv6.conf.cali00000000003.addr_gen_mode=0',
+      'sysctl net.ipv6.conf.cali00000000003.accept_dad=0',
+      'sysctl net.ipv6.conf.cali00000000003.forwarding=1',
+      'sysctl net.ipv6.conf.all.forwarding=1',
       'route add 10.65.0.4/32 dev cali00000000003',
       'route add fd00:65::4/128 dev cali00000000003',
       'route add blackhole fd00:65::/122',
