@@ -197,6 +197,6 @@ spec:
     const jumps = save.split('\n').filter((l) => /^-A (FORWARD|INPUT|OUTPUT) .*-j cali-/.test(l));
     for (const j of jumps) assert.match(j, /--comment/, `our hook rules carry a comment: ${j}`);
     const sets = (await a.exec(['ipset', 'list', '-n'])).stdout.trim().split('\n').filter(Boolean);
-    for (const s of sets) assert.match(s, /^cali40/);
+    for (const s of sets) assert.match(s, /^cali[46]0/); // IPv4 and IPv6 (ip6tables) sets
   });
 });
