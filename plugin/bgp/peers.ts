@@ -19,7 +19,7 @@
  * - One session per peer IP. Precedence when several sources name the same IP: a node-specific
  *   BGPPeer beats a global BGPPeer, which beats the mesh (explicit configuration overrides the mesh
  *   entry for the same IP); among BGPPeers of the same kind the first by name wins.
- * - Self is never a peer. Nodes and peers without a valid IPv4 are skipped (IPv6 BGP is not rendered).
+ * - Self is never a peer. Nodes and peers without a valid IPv4 are skipped (IPv6 routes ride the IPv4 sessions: render.ts).
  * - A `peerIP` BGPPeer without `asNumber` peers in this node's own AS (iBGP).
  *
  * The result is sorted by peer IP (numerically): rendering it is deterministic.

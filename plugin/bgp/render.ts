@@ -32,9 +32,15 @@
  *   `passive on` for the side that waits, `rr client` + `rr cluster id` where we reflect (iBGP
  *   only: BIRD refuses "Only internal neighbor can be RR client").
  *
- * Only IPv4 is rendered: IPv6 pools and blocks are ignored.
+ * IPv6, when this node has an IPv6 address and the cluster an enabled IPv6 pool: an `ipv6` channel on the
+ * same (IPv4) sessions (MP-BGP), with `next hop address <node IPv6>` (an IPv4 session has no IPv6 address
+ * of its own to put there; peers on the same link resolve it directly), `CALICO_POOLS6` and filters of its
+ * own, `protocol static calico_blocks6` (the local IPv6 blocks as blackholes) and `protocol kernel
+ * calico_kernel6` (BGP-learned IPv6 routes inside the pools, `proto bird`). Without both, nothing IPv6 is
+ * rendered (and the text is what it was before IPv6 existed).
  */
 import { ValidationError } from '../lib/errors.js';
+import { formatCidr, parseAddress, parseCidr, type Cidr } from '../lib/cidr.js';
 import { ipv4ToInt, isIPv4 } from './peers.js';
 import type { BgpInputs, PeerSession } from './types.js';
 
@@ -81,6 +87,17 @@ function v4Cidr(text: string, field: string): V4Cidr | null {
   const base = (addr & mask) >>> 0;
   const ip = [24, 16, 8, 0].map((s) => (base >>> s) & 255).join('.');
   return { base, prefix, text: `${ip}/${prefix}` };
+}
+
+/** The IPv6 CIDRs among `texts` (host bits cleared, RFC 5952), sorted numerically and deduplicated. */
+function v6Cidrs(texts: string[], field: string): string[] {
+  const out = new Map<string, Cidr>();
+  for (const t of texts) {
+    if (!t.includes(':')) continue;
+    const c = parseCidr(t, field);
+    out.set(formatCidr(c), c);
+  }
+  return [...out.entries()].sort(([, a], [, b]) => (a.base < b.base ? -1 : a.base > b.base ? 1 : a.prefix - b.prefix)).map(([text]) => text);
 }
 
 function sortedUnique(cidrs: V4Cidr[]): V4Cidr[] {
@@ -135,6 +152,11 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   );
   const blocks = sortedUnique(inputs.localBlocks.map((b) => v4Cidr(b, 'block')).filter((c): c is V4Cidr => c !== null));
   const calicoNodeIps = new Set(inputs.nodes.map((n) => n.ipv4));
+  const pools6 = v6Cidrs(inputs.pools.filter((p) => !p.disabled).map((p) => p.cidr), 'pool cidr');
+  const nextHop6 = self.ipv6 && pools6.length > 0 ? self.ipv6 : undefined;
+  if (nextHop6 !== undefined && parseAddress(nextHop6, `node ${self.name}: ipv6`).family !== 6) {
+    throw new ValidationError(`node ${self.name}: ipv6`, `${JSON.stringify(nextHop6)} is not an IPv6 address`);
+  }
 
   const out: string[] = [];
   const line = (s = ''): void => {
@@ -194,6 +216,37 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line('  };');
   line('}');
   line();
+  if (nextHop6 !== undefined) {
+    const blocks6 = v6Cidrs(inputs.localBlocks, 'block');
+    line('# IPv6: the same policy for IPv6 pools and blocks, on an ipv6 channel of the same sessions.');
+    line(`define CALICO_POOLS6 = [ ${pools6.map((p) => `${p}+`).join(', ')} ];`);
+    line();
+    for (const [name, head] of [
+      ['calico_bgp_import6', []],
+      ['calico_bgp_export6', []],
+      ['calico_kernel_export6', ['  if source != RTS_BGP then reject;']],
+    ] as const) {
+      line(`filter ${name} {`);
+      for (const h of head) line(h);
+      line('  if net ~ CALICO_POOLS6 then accept;');
+      line('  reject;');
+      line('}');
+      line();
+    }
+    line('protocol static calico_blocks6 {');
+    line('  ipv6;');
+    for (const b of blocks6) line(`  route ${b} blackhole;`);
+    line('}');
+    line();
+    line('protocol kernel calico_kernel6 {');
+    line('  scan time 10;');
+    line('  ipv6 {');
+    line('    import none;');
+    line('    export filter calico_kernel_export6;');
+    line('  };');
+    line('}');
+    line();
+  }
   line('template bgp calico_peer {');
   line(`  local ${routerId}${port === 179 ? '' : ` port ${port}`} as ${localAs};`);
   line('  direct;');
@@ -204,6 +257,13 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line('    import filter calico_bgp_import;');
   line('    export filter calico_bgp_export;');
   line('  };');
+  if (nextHop6 !== undefined) {
+    line('  ipv6 {');
+    line(`    next hop address ${nextHop6};`);
+    line('    import filter calico_bgp_import6;');
+    line('    export filter calico_bgp_export6;');
+    line('  };');
+  }
   line('}');
 
   const seen = new Set<string>();

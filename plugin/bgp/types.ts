@@ -7,6 +7,8 @@ export interface BgpNode {
   name: string;
   /** The node's IPv4 address: its BGP router ID and the address peers dial. */
   ipv4: string;
+  /** Its IPv6 address (no prefix): the next hop of its IPv6 blocks; absent = no IPv6 routing. */
+  ipv6?: string;
   asNumber: number;
   /** Set on route reflectors (Calico's `routeReflectorClusterID`). */
   routeReflectorClusterId?: string;

@@ -16,9 +16,10 @@ import { LinuxDataplane } from '../dataplane/linux.js';
 import type { Dataplane } from '../dataplane/types.js';
 import { Ipam } from '../ipam/ipam.js';
 import { ExecFileRunner } from '../lib/exec.js';
+import { ValidationError } from '../lib/errors.js';
 import { createLogger, type Logger } from '../lib/log.js';
 import { statusFile, type NodeConfig } from './config.js';
-import { detectIPv4 } from './autodetect.js';
+import { detectIPv4, detectIPv6 } from './autodetect.js';
 import { DockerSync } from './docker-sync.js';
 import { BgpAgent } from './bgp-agent.js';
 import { PolicyAgent } from './policy-agent.js';
@@ -159,11 +160,18 @@ export class NodeAgent {
     const { config } = this;
     const ipv4Address = await detectIPv4(new ExecFileRunner(), { IP: config.ip, IP_AUTODETECTION_METHOD: config.ipAutodetectionMethod });
     if (!ipv4Address) this.log.warn('no IPv4 address found for this host; set IP or IP_AUTODETECTION_METHOD (BGP stays off)');
+    // A bad IP6 setting is an error like a bad IP; a host that cannot list IPv6 at all just has none.
+    const ipv6Address = await detectIPv6(new ExecFileRunner(), { IP6: config.ip6, IP6_AUTODETECTION_METHOD: config.ip6AutodetectionMethod }).catch((err: unknown) => {
+      if (err instanceof ValidationError) throw err;
+      this.log.warn('cannot detect an IPv6 address; IPv6 routes of this host are not announced', { error: String(err) });
+      return null;
+    });
     await casLoop(this.store, keys.node(config.nodeName), (cur) => ({
       // Fields other modules keep (tunnel addresses, problems) survive a restart.
       ...cur?.value,
       name: config.nodeName,
       ipv4Address,
+      ipv6Address,
       asNumber: config.asNumber ?? cur?.value.asNumber ?? null,
       routeReflectorClusterId: config.routeReflectorClusterId ?? cur?.value.routeReflectorClusterId ?? null,
       labels: cur?.value.labels ?? {},

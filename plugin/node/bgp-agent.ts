@@ -23,6 +23,7 @@ export function toBgpNode(n: NodeRecord, config: BgpConfig): BgpNode | undefined
   return {
     name: n.name,
     ipv4: n.ipv4Address.split('/')[0] ?? n.ipv4Address,
+    ...(n.ipv6Address ? { ipv6: n.ipv6Address.split('/')[0] ?? n.ipv6Address } : {}),
     asNumber: n.asNumber ?? config.asNumber,
     ...(n.routeReflectorClusterId ? { routeReflectorClusterId: n.routeReflectorClusterId } : {}),
     labels: n.labels,

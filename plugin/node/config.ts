@@ -15,6 +15,10 @@ export interface NodeConfig {
   ip: string | undefined;
   /** IP_AUTODETECTION_METHOD: first-found | interface=<regex> | can-reach=<address>. */
   ipAutodetectionMethod: string | undefined;
+  /** `IP6`: this host's IPv6 address (next hop of its IPv6 blocks); unset/"autodetect" = detect, "none" = no IPv6. */
+  ip6: string | undefined;
+  /** IP6_AUTODETECTION_METHOD, as IP_AUTODETECTION_METHOD. */
+  ip6AutodetectionMethod: string | undefined;
   /** `AS`: this node's AS number, overriding BGPConfiguration's; undefined = keep what the datastore says. */
   asNumber: number | undefined;
   /** `ROUTE_REFLECTOR_CLUSTER_ID`: make this node a route reflector. */
@@ -71,6 +75,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     nodeName,
     ip: env.IP && env.IP !== 'autodetect' ? env.IP : undefined,
     ipAutodetectionMethod: env.IP_AUTODETECTION_METHOD || undefined,
+    ip6: env.IP6 && env.IP6 !== 'autodetect' ? env.IP6 : undefined,
+    ip6AutodetectionMethod: env.IP6_AUTODETECTION_METHOD || undefined,
     asNumber: env.AS ? number('AS', 64512, 1, 4294967295) : undefined,
     routeReflectorClusterId: env.ROUTE_REFLECTOR_CLUSTER_ID || undefined,
     ipv6PoolCidr: env.CALICO_TS_IPV6_POOL_CIDR ? defaultIPv6Pool(env.CALICO_TS_IPV6_POOL_CIDR).cidr : undefined,

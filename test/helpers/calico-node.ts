@@ -41,6 +41,10 @@ export async function startCalicoNode(o: CalicoNodeOptions): Promise<CalicoNodeH
   let exited: Promise<void> = Promise.resolve();
 
   const launch = async (): Promise<void> => {
+    // A killed node leaves its socket and status file behind: without removing them, the wait below
+    // would see the dead node's files and return before the new one serves (on a loaded machine, seconds).
+    rmSync(socketPath, { force: true });
+    rmSync(join(o.runDir, 'status.json'), { force: true });
     const fd = openSync(logPath, 'a');
     child = spawn('nsenter', [`--net=/run/netns/${o.netns}`, process.execPath, CLI, 'node', 'run'], {
       stdio: ['ignore', fd, fd],

@@ -51,6 +51,11 @@ import {
 
 export const TESTBED_ROOT = '/run/calico-ts-testbed';
 const LEASE_DIR = `${TESTBED_ROOT}/leases`;
+/** Host i's (0-based) IPv6 address on the fabric of lease K: fd00:<K hex>::<11+i>. */
+function hostIPv6(k: number, i: number): string {
+  return `fd00:${k.toString(16)}::${(11 + i).toString(16)}`;
+}
+
 /** Second octet of the fabric subnet 10.K.0.0/24 is leased from this range. */
 const K_MIN = 128;
 const K_MAX = 254;
@@ -62,6 +67,8 @@ export interface TestbedOptions {
   hosts: number | string[];
   /** Each dockerd's --iptables. Default false. */
   iptables?: boolean;
+  /** Give each host's eth0 an IPv6 address too, fd00:<K hex>::<10+i>/64 (no DAD), and its node IP6. Default false. */
+  ipv6?: boolean;
   /** Extra environment for every calico-ts node. */
   nodeEnv?: Record<string, string>;
   /** Start a calico-ts node on every host. Default true (else: host.startNode() later). */
@@ -83,6 +90,8 @@ export interface TestbedHost {
   readonly netns: string;
   /** eth0's address (no prefix length). */
   readonly ip: string;
+  /** eth0's IPv6 address (no prefix length) when the testbed has `ipv6`, else undefined. */
+  readonly ip6?: string;
   readonly dockerd: DockerdHandle;
   /** The calico-ts node, when started. */
   node?: CalicoNodeHandle;
@@ -441,6 +450,7 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
         await fx(['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
         await fx(['link', 'set', port, 'master', `br${subnetOf[i] ?? 0}`, 'up']);
         await run(['ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+        if (opts.ipv6) await run(['ip', '-n', ns, '-6', 'addr', 'add', `${hostIPv6(k, i)}/64`, 'dev', 'eth0', 'nodad']);
         await run(['ip', '-n', ns, 'link', 'set', 'eth0', 'up']);
         await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', gateway, 'dev', 'eth0']);
       }),
@@ -465,13 +475,15 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
         timings.dockerdMs[h] = performance.now() - td;
         log(`testbed ${name}: ${h} dockerd ${dname} up in ${timings.dockerdMs[h]!.toFixed(0)} ms`);
 
-        const hostEnv = { IP: ip, ...opts.nodeEnv };
+        const ip6 = opts.ipv6 ? hostIPv6(k, i) : undefined;
+        const hostEnv = { IP: ip, ...(ip6 ? { IP6: ip6 } : {}), ...opts.nodeEnv };
         let nodeRegistered = false;
         const host: TestbedHost = {
           name: h,
           index: i + 1,
           netns: ns,
           ip,
+          ...(ip6 ? { ip6 } : {}),
           dockerd,
           nodeEnv: hostEnv,
           docker: async (...args) => (await dockerd.docker(args, { timeoutMs: 120_000 })).stdout.trim(),

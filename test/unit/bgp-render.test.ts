@@ -177,3 +177,30 @@ describe('renderBirdConfig with VXLAN pools', () => {
     assert.doesNotMatch(renderBirdConfig(base, [mesh]), /VXLAN pools/);
   });
 });
+
+describe('renderBirdConfig: IPv6', () => {
+  const v6: BgpInputs = { ...base, self: { ...base.self, ipv6: 'fd00:99::1' }, localBlocks: [...base.localBlocks, 'fd00:1::40/122', 'fd00:1::/122'] };
+
+  it('without an IPv6 address on the node, or without an enabled IPv6 pool, nothing IPv6 is rendered', () => {
+    for (const inputs of [base, { ...v6, pools: base.pools.filter((p) => !p.cidr.includes(':')) }, { ...v6, pools: base.pools.map((p) => ({ ...p, disabled: p.cidr.includes(':') })) }]) {
+      const text = renderBirdConfig(inputs, [mesh]);
+      assert.doesNotMatch(text, /ipv6|CALICO_POOLS6|fd00/);
+    }
+  });
+
+  it('an ipv6 channel on the same sessions with the node IPv6 as next hop; v6 blocks, filters and kernel protocol of its own', () => {
+    const text = renderBirdConfig(v6, [mesh]);
+    assert.ok(text.includes('define CALICO_POOLS6 = [ fd00:1::/48+ ];'), text);
+    assert.match(text, /protocol static calico_blocks6 \{\n {2}ipv6;\n {2}route fd00:1::\/122 blackhole;\n {2}route fd00:1::40\/122 blackhole;\n\}/);
+    assert.match(text, /filter calico_kernel_export6 \{\n {2}if source != RTS_BGP then reject;\n {2}if net ~ CALICO_POOLS6 then accept;\n {2}reject;\n\}/);
+    assert.match(text, /protocol kernel calico_kernel6 \{[\s\S]*ipv6 \{\n {4}import none;\n {4}export filter calico_kernel_export6;/);
+    assert.match(text, /template bgp calico_peer \{[\s\S]*ipv4 \{[\s\S]*\};\n {2}ipv6 \{\n {4}next hop address fd00:99::1;\n {4}import filter calico_bgp_import6;\n {4}export filter calico_bgp_export6;\n {2}\};\n\}/);
+    // The IPv4 part is unchanged, and the IPv4 pool set holds no IPv6 pool.
+    assert.ok(text.includes('define CALICO_POOLS = [ 192.168.0.0/16+ ];'));
+    assert.equal(protocolBlock(text, 'Mesh_10_0_0_2'), '  description "node-to-node mesh";\n  neighbor 10.0.0.2 as 64512;');
+  });
+
+  it('rejects a node IPv6 that is not IPv6', () => {
+    assert.throws(() => renderBirdConfig({ ...v6, self: { ...v6.self, ipv6: '10.0.0.9' } }, []), ValidationError);
+  });
+});
