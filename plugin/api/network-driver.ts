@@ -139,7 +139,8 @@ export class NetworkDriver {
       ipNetworks,
       mac: readOptionalString(iface, 'MacAddress') || null,
       // Precedence: the network's -o com.docker.network.driver.mtu, then CALICO_TS_VETH_MTU, then the pool's.
-      mtu: network.mtu || this.deps.defaultMtu || (this.deps.autoMtu?.(ip) ?? 0),
+      // (The pool of the first address: IPv4 when the endpoint has one; encapsulation is IPv4-only.)
+      mtu: network.mtu || this.deps.defaultMtu || (this.deps.autoMtu?.(ipNetworks[0]?.split('/')[0] ?? '') ?? 0),
       labels: {},
       profiles: network.name ? [network.name] : [],
       createdAt: Date.now(),
