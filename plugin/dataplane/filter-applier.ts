@@ -5,6 +5,9 @@
  * One instance per family: IPv4 (`iptables-*`, sets `cali40*`/`cali4t*`, family inet) and IPv6
  * (`ip6tables-*`, sets `cali60*`/`cali6t*`, family inet6). Everything below said of `cali40`/`cali4t`
  * holds for `cali60`/`cali6t` in the IPv6 instance; each instance leaves the other family's sets alone.
+ * An instance may own another table instead (ApplierScope): the nat table for outgoing NAT and floating
+ * IPs. Everything below says "the filter table"; a nat-scoped applier does the same in the nat table,
+ * with its own ipsets (and leaves the filter applier's alone, as that one leaves its).
  *
  * DESIGN NOTE — what it owns and how it recognises it after a restart (nothing is persisted; what it keeps
  * in memory between applies is a cache of the kernel, see below):
@@ -67,7 +70,7 @@ import { CommandFailedError, ValidationError } from '../lib/errors.js';
 import type { CommandRunner } from '../lib/exec.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 import { formatAddress, formatCidr, parseCidr } from '../lib/cidr.js';
-import type { ChainSpec, DesiredFilterState, FilterApplyReport, IpsetSpec, PolicyDataplane } from './policy-types.js';
+import { ALL_POOLS_SET, MASQ_POOLS_SET, type ChainSpec, type DesiredFilterState, type FilterApplyReport, type IpsetSpec, type PolicyDataplane } from './policy-types.js';
 
 export const CHAIN_PREFIX = 'cali-';
 export const IPSET_PREFIX = 'cali40';
@@ -113,6 +116,22 @@ const FAMILY: Record<IpFamily, FamilyProfile> = {
     restoreArgv: ['ip6tables-restore', '--noflush', '-w', '10'],
   },
 };
+
+/**
+ * What one applier owns besides its family: a table, and which of the family's sets (with their twins)
+ * are its own. Two appliers run side by side (filter and nat); each sweeps only its own sets, so the sets
+ * of one are never destroyed as stale by the other.
+ */
+export interface ApplierScope {
+  table: 'filter' | 'nat';
+  /** Whether a set name (the desired name, never a twin's) belongs to this applier. */
+  ownsSet(name: string): boolean;
+}
+
+/** The ipsets the nat-table applier owns (Felix's names); every other set is the filter table's. */
+export const NAT_IPSET_NAMES: ReadonlySet<string> = new Set([MASQ_POOLS_SET, ALL_POOLS_SET]);
+export const FILTER_SCOPE: ApplierScope = { table: 'filter', ownsSet: (name) => !NAT_IPSET_NAMES.has(name) };
+export const NAT_SCOPE: ApplierScope = { table: 'nat', ownsSet: (name) => NAT_IPSET_NAMES.has(name) };
 
 /** The family a set name belongs to (`cali6…` is IPv6, everything else IPv4). */
 export function setFamily(name: string): IpFamily {
@@ -311,8 +330,11 @@ export function tempSetName(name: string): string {
   return FAMILY[setFamily(name)].tempPrefix + name.slice(IPSET_PREFIX.length);
 }
 
-function isOwnedSet(name: string, family: IpFamily = 4): boolean {
-  return name.startsWith(FAMILY[family].setPrefix) || name.startsWith(FAMILY[family].tempPrefix);
+/** A set of this family and scope, or the twin of one. */
+function isOwnedSet(name: string, family: IpFamily = 4, scope: ApplierScope = FILTER_SCOPE): boolean {
+  const { setPrefix, tempPrefix } = FAMILY[family];
+  if (name.startsWith(setPrefix)) return scope.ownsSet(name);
+  return name.startsWith(tempPrefix) && scope.ownsSet(setPrefix + name.slice(tempPrefix.length));
 }
 
 function isTwinName(name: string): boolean {
@@ -415,6 +437,7 @@ export interface NormalisedDesired {
   chains: Map<string, NormalisedChain>;
   sets: Map<string, NormalisedSet>;
   hooks: Map<string, string>;
+  scope: ApplierScope;
 }
 
 /** A memoised chain: what normaliseDesired computed, plus the cross-references its validation depends on. */
@@ -460,7 +483,7 @@ function nextPow2(n: number): number {
  * still desired) and a set whose name, type and members equal the memo's are taken from it as they are;
  * the result, and any error, are the same as without it. On success the memo keeps this call's entries.
  */
-export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMemo, family: IpFamily = 4): NormalisedDesired {
+export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMemo, family: IpFamily = 4, scope: ApplierScope = FILTER_SCOPE): NormalisedDesired {
   const sets = new Map<string, NormalisedSet>();
   const memoSets = new Map<string, MemoSet>();
   desired.ipsets.forEach((s, i) => {
@@ -468,6 +491,7 @@ export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMe
     if (!SET_NAME_RE[family].test(s.name) || s.name.length > MAX_SET_NAME) {
       throw new ValidationError(`${where}.name`, `${JSON.stringify(s.name)} must be "${FAMILY[family].setPrefix}" followed by [A-Za-z0-9_.:-], at most ${MAX_SET_NAME} characters`);
     }
+    if (!scope.ownsSet(s.name)) throw new ValidationError(`${where}.name`, `ipset ${s.name} belongs to another table's applier, not the ${scope.table} table's`);
     if (s.type !== 'hash:net' && s.type !== 'hash:ip') throw new ValidationError(`${where}.type`, `${JSON.stringify(s.type)} must be hash:net or hash:ip`);
     if (sets.has(s.name)) throw new ValidationError(where, `ipset ${s.name} is listed twice`);
     const prev = memo?.sets.get(s.name);
@@ -515,7 +539,7 @@ export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMe
           if (!names.has(t)) fail(`jumps to ${t}, which is not among the desired chains`);
           chainRefs.push(t);
         }
-        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t, family)) {
+        if ((SET_OPTIONS as readonly string[]).includes(prev) && isOwnedSet(t, family, scope)) {
           if (!sets.has(t)) fail(`matches ipset ${t}, which is not among the desired ipsets`);
           setRefs.push(t);
         }
@@ -538,7 +562,7 @@ export function normaliseDesired(desired: DesiredFilterState, memo?: NormaliseMe
     memo.chains = new Map(chains);
     memo.sets = memoSets;
   }
-  return { chains, sets, hooks };
+  return { chains, sets, hooks, scope };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -693,8 +717,14 @@ function escapeRe(s: string): string {
  * that change exactly what differs, in the order FilterApplier runs them. Throws ValidationError for an
  * invalid desired state or a hook into a chain the table does not have.
  */
-export function planFilterUpdate(current: ParsedFilterTable, currentSets: ParsedIpsets, desired: DesiredFilterState, family: IpFamily = 4): FilterPlan {
-  return planNormalised(current, currentSets, normaliseDesired(desired, undefined, family), family);
+export function planFilterUpdate(
+  current: ParsedFilterTable,
+  currentSets: ParsedIpsets,
+  desired: DesiredFilterState,
+  family: IpFamily = 4,
+  scope: ApplierScope = FILTER_SCOPE,
+): FilterPlan {
+  return planNormalised(current, currentSets, normaliseDesired(desired, undefined, family, scope), family);
 }
 
 /** planFilterUpdate for a state normaliseDesired() already validated. */
@@ -749,6 +779,7 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   }
   const deleteSetsAfter: string[] = [];
   for (const name of [...currentSets.keys()].sort()) {
+    if (!isOwnedSet(name, family, want.scope)) continue;
     if (name.startsWith(FAMILY[family].setPrefix) && !want.sets.has(name)) {
       deleteSetsAfter.push(name);
       changedSets.add(name);
@@ -762,7 +793,7 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   const detourRestore = new Script();
   const detouredChains = new Set<string>();
   if (detoured.size > 0) {
-    detourRestore.push('', '*filter');
+    detourRestore.push('', `*${want.scope.table}`);
     for (const c of current.chains.values()) {
       if (!c.name.startsWith(CHAIN_PREFIX)) continue;
       const uses = c.rules.some((r) => setRefs(tokenizeRule(r)).some((s) => detoured.has(s)));
@@ -803,7 +834,7 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
   // Hooks: exactly one owned jump per hooked kernel chain, in first position; no other owned jumps anywhere.
   for (const [kernelChain, target] of want.hooks) {
     if (!current.chains.has(kernelChain)) {
-      throw new ValidationError(`hooks.${kernelChain}`, `the filter table has no chain ${kernelChain}`);
+      throw new ValidationError(`hooks.${kernelChain}`, `the ${want.scope.table} table has no chain ${kernelChain}`);
     }
   }
   for (const c of current.chains.values()) {
@@ -854,7 +885,7 @@ export function planNormalised(current: ParsedFilterTable, currentSets: ParsedIp
 
   const restore = new Script();
   if (!decls.empty || !hookDels.empty || !hookInserts.empty) {
-    restore.push('', '*filter');
+    restore.push('', `*${want.scope.table}`);
     for (const part of [decls, hookDels, adds, hookInserts, deletes]) part.lines.forEach((l, i) => restore.push(part.owners[i] ?? '', l));
     restore.push('', 'COMMIT');
   }
@@ -958,7 +989,7 @@ function viewAfter(base: KernelView, want: NormalisedDesired, plan: FilterPlan, 
   const sets: ParsedIpsets = new Map();
   for (const [name, cur] of base.sets) {
     // Owned sets that are not desired were destroyed (step 1 for twins it handled, step 5 otherwise).
-    if (!isOwnedSet(name, family) || notDestroyed.has(name)) sets.set(name, cur);
+    if (!isOwnedSet(name, family, want.scope) || notDestroyed.has(name)) sets.set(name, cur);
   }
   for (const s of want.sets.values()) {
     const cur = base.sets.get(s.name);
@@ -992,6 +1023,8 @@ export interface FilterApplierOptions {
   now?: () => number;
   /** Which filter table and sets (default 4: iptables and `cali40*`; 6: ip6tables and `cali60*`). */
   family?: IpFamily;
+  /** The table and sets this applier owns (default FILTER_SCOPE). */
+  scope?: ApplierScope;
 }
 
 export class FilterApplier implements PolicyDataplane {
@@ -1004,12 +1037,14 @@ export class FilterApplier implements PolicyDataplane {
   private view: KernelView | undefined;
   readonly family: IpFamily;
   private readonly profile: FamilyProfile;
+  private readonly scope: ApplierScope;
 
   constructor(
     private readonly runner: CommandRunner,
     options: FilterApplierOptions = {},
   ) {
-    this.log = (options.log ?? silentLogger).child({ component: options.family === 6 ? 'filter-applier-ipv6' : 'filter-applier' });
+    this.scope = options.scope ?? FILTER_SCOPE;
+    this.log = (options.log ?? silentLogger).child({ component: `${this.scope.table}-applier${options.family === 6 ? '-ipv6' : ''}` });
     this.resyncMs = options.resyncMs ?? DEFAULT_RESYNC_MS;
     this.now = options.now ?? (() => performance.now());
     this.family = options.family ?? 4;
@@ -1020,7 +1055,7 @@ export class FilterApplier implements PolicyDataplane {
     // Validate (and snapshot) before queueing, so a bad desired state fails at once and touches nothing.
     let want: NormalisedDesired;
     try {
-      want = normaliseDesired(desired, this.memo, this.family);
+      want = normaliseDesired(desired, this.memo, this.family, this.scope);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -1039,8 +1074,10 @@ export class FilterApplier implements PolicyDataplane {
 
   /** Reads the kernel's filter table and ipsets (the only commands a no-op apply with no usable cache runs). */
   async readState(): Promise<{ table: ParsedFilterTable; sets: ParsedIpsets }> {
-    const [save, sets] = await Promise.all([this.runner.run(this.profile.saveArgv), this.runner.run(IPSET_SAVE_ARGV)]);
-    return { table: parseIptablesSave(save.stdout), sets: parseIpsetSave(sets.stdout) };
+    const { table } = this.scope;
+    const saveArgv = table === 'filter' ? this.profile.saveArgv : [this.profile.saveArgv[0] ?? 'iptables-save', '-t', table];
+    const [save, sets] = await Promise.all([this.runner.run(saveArgv), this.runner.run(IPSET_SAVE_ARGV)]);
+    return { table: parseIptablesSave(save.stdout, table), sets: parseIpsetSave(sets.stdout) };
   }
 
   /** The plan against the cached view, or why the kernel must be read instead. */
@@ -1097,8 +1134,8 @@ export class FilterApplier implements PolicyDataplane {
       changedSets: plan.changedSets.filter((s) => !notDestroyed.has(s)),
     };
     const fields = { chains: report.changedChains.length, sets: report.changedSets.length, cached: 'plan' in cached, ms: Date.now() - started };
-    if (report.changedChains.length + report.changedSets.length > 0) this.log.info('filter table updated', fields);
-    else this.log.debug('filter table up to date', fields);
+    if (report.changedChains.length + report.changedSets.length > 0) this.log.info(`${this.scope.table} table updated`, fields);
+    else this.log.debug(`${this.scope.table} table up to date`, fields);
     return report;
   }
 

@@ -4,6 +4,10 @@
  * ipsets with `cali40` (IPv4).
  */
 
+/** The nat table's ipsets (Felix's names): IPv4 pools with natOutgoing, and every IPv4 pool. */
+export const MASQ_POOLS_SET = 'cali40masq-ipam-pools';
+export const ALL_POOLS_SET = 'cali40all-ipam-pools';
+
 export interface IpsetSpec {
   /** `cali40` + a short id: at most 31 characters (the kernel's limit). */
   name: string;

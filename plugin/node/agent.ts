@@ -23,7 +23,8 @@ import { detectIPv4, detectIPv6 } from './autodetect.js';
 import { DockerSync } from './docker-sync.js';
 import { BgpAgent } from './bgp-agent.js';
 import { PolicyAgent } from './policy-agent.js';
-import { FilterApplier } from '../dataplane/filter-applier.js';
+import { FilterApplier, NAT_SCOPE } from '../dataplane/filter-applier.js';
+import { NatAgent } from './nat-agent.js';
 import type { PolicyDataplane } from '../dataplane/policy-types.js';
 import { BirdSupervisor } from '../bgp/bird.js';
 import { Reconciler, type OverlayParts } from './reconciler.js';
@@ -36,6 +37,8 @@ export interface NodeAgentDeps {
   policyDataplane?: PolicyDataplane;
   /** The IPv6 policy applier (ip6tables); default: a FilterApplier for family 6. */
   policyDataplane6?: PolicyDataplane;
+  /** The nat-table applier (outgoing NAT, floating IPs). */
+  natDataplane?: PolicyDataplane;
   log?: Logger;
 }
 
@@ -50,6 +53,7 @@ export class NodeAgent {
   private readonly networkSync: DebouncedJob;
   readonly bgp: BgpAgent | undefined;
   readonly policy: PolicyAgent | undefined;
+  readonly nat: NatAgent;
   private readonly watches: Watch[] = [];
 
   constructor(
@@ -69,6 +73,12 @@ export class NodeAgent {
           deps.policyDataplane6 ?? (deps.policyDataplane ? undefined : new FilterApplier(new ExecFileRunner(), { log: this.log, family: 6 })),
         )
       : undefined;
+    this.nat = new NatAgent(
+      this.store,
+      config.nodeName,
+      deps.natDataplane ?? new FilterApplier(new ExecFileRunner(), { log: this.log, scope: NAT_SCOPE }),
+      this.log.child({ component: 'nat' }),
+    );
     // The overlay (VXLAN, CrossSubnet routes) comes with the real dataplane; tests that inject a dataplane
     // inject none.
     const overlay: OverlayParts | undefined = deps.dataplane
@@ -123,6 +133,10 @@ export class NodeAgent {
       await this.watchPrefixes(PolicyAgent.WATCHED, () => policy.kick());
       policy.kick(); // covers changes between the first computation and the watch
     }
+    const nat = this.nat;
+    await nat.start();
+    await this.watchPrefixes(NatAgent.WATCHED, () => nat.kick());
+    nat.kick();
     await this.reconciler.start(config.reconcileIntervalMs);
     const network = new NetworkDriver({
       store: this.store,
@@ -197,6 +211,7 @@ export class NodeAgent {
     await this.networkSync.stop();
     await this.bgp?.stop();
     await this.policy?.stop();
+    await this.nat.stop();
     const server = this.server;
     if (server) {
       server.closeAllConnections();
