@@ -31,6 +31,9 @@
  *   (port N = listenPort for calico-ts nodes, which all listen there; 179 for external routers),
  *   `passive on` for the side that waits, `rr client` + `rr cluster id` where we reflect (iBGP
  *   only: BIRD refuses "Only internal neighbor can be RR client").
+ * - Floating IPs (IPv4): `CALICO_FLOATING_IPS` (every node's, each a /32) is accepted by the three filters
+ *   like a pool; this node's own ones are announced as `blackhole` static routes beside its blocks
+ *   (the nat table DNATs them before routing; the blackhole never reaches the kernel).
  *
  * IPv6, when this node has an IPv6 address and the cluster an enabled IPv6 pool: an `ipv6` channel on the
  * same (IPv4) sessions (MP-BGP), with `next hop address <node IPv6>` (an IPv4 session has no IPv6 address
@@ -151,6 +154,13 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
       .filter((c): c is V4Cidr => c !== null),
   );
   const blocks = sortedUnique(inputs.localBlocks.map((b) => v4Cidr(b, 'block')).filter((c): c is V4Cidr => c !== null));
+  const fip = (ips: readonly string[]): V4Cidr[] => sortedUnique(ips.map((ip) => v4Cidr(`${ip}/32`, 'floating IP')).filter((c): c is V4Cidr => c !== null));
+  const allFloating = fip(inputs.floatingIPs?.all ?? []);
+  const localFloating = fip(inputs.floatingIPs?.local ?? []);
+  /** `if net ~ CALICO_FLOATING_IPS then accept;` in each filter, when there are floating IPs. */
+  const acceptFloating = (): void => {
+    if (allFloating.length > 0) line('  if net ~ CALICO_FLOATING_IPS then accept;');
+  };
   const calicoNodeIps = new Set(inputs.nodes.map((n) => n.ipv4));
   const pools6 = v6Cidrs(inputs.pools.filter((p) => !p.disabled).map((p) => p.cidr), 'pool cidr');
   const nextHop6 = self.ipv6 && pools6.length > 0 ? self.ipv6 : undefined;
@@ -176,15 +186,18 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line();
   line('# Enabled IP pools: only routes inside them go to peers or into the kernel.');
   line(`define CALICO_POOLS = [ ${pools.map((p) => `${p.text}+`).join(', ')} ];`);
+  if (allFloating.length > 0) line(`define CALICO_FLOATING_IPS = [ ${allFloating.map((c) => c.text).join(', ')} ];`);
   line();
   line('filter calico_bgp_import {');
   line('  if net ~ CALICO_POOLS then accept;');
+  acceptFloating();
   line('  reject;');
   line('}');
   line();
   line('# Our blocks and, on a route reflector, the routes it reflects.');
   line('filter calico_bgp_export {');
   line('  if net ~ CALICO_POOLS then accept;');
+  acceptFloating();
   line('  reject;');
   line('}');
   line();
@@ -193,6 +206,7 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line('  if source != RTS_BGP then reject;');
   if (vxlanPools.length > 0) line(`  if net ~ [ ${vxlanPools.map((p) => `${p.text}+`).join(', ')} ] then reject; # VXLAN pools: routed by calico-ts`);
   line('  if net ~ CALICO_POOLS then accept;');
+  acceptFloating();
   line('  reject;');
   line('}');
   line();
@@ -206,6 +220,7 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line('protocol static calico_blocks {');
   line('  ipv4;');
   for (const b of blocks) line(`  route ${b.text} blackhole;`);
+  for (const f of localFloating) line(`  route ${f.text} blackhole; # floating IP`);
   line('}');
   line();
   line('protocol kernel calico_kernel {');

@@ -54,6 +54,11 @@ export interface BgpInputs {
   localBlocks: string[];
   /** Pool CIDRs: only routes inside them are exported to peers or imported into the kernel. */
   pools: { cidr: string; disabled: boolean; vxlanMode?: 'Never' | 'Always' | 'CrossSubnet' }[];
+  /**
+   * Floating IPs (IPv4, no prefix): `local` are DNATed on this node and announced as /32s; `all` (every
+   * node's) are accepted from peers like pool routes. Absent = none.
+   */
+  floatingIPs?: { local: string[]; all: string[] };
 }
 
 /** Label selector evaluation, injected (Calico's selector grammar lives in its own module). */

@@ -52,32 +52,46 @@ function checkFloatingIp(ep: WorkloadEndpoint, nat: { internalIP: string; extern
   return undefined;
 }
 
-export function computeNatState(inputs: NatInputs): NatState {
-  const v4Pools = inputs.pools.filter((p) => isV4Cidr(p.cidr));
-  const all = [...new Set(v4Pools.map((p) => p.cidr))].sort();
-  const masq = [...new Set(v4Pools.filter((p) => p.natOutgoing).map((p) => p.cidr))].sort();
+export interface FloatingIpMapping {
+  external: string;
+  internal: string;
+  endpoint: string;
+}
 
+/**
+ * The floating IPs of `endpoints` that can be programmed, sorted by external address, and why the others
+ * cannot (a duplicate external IP goes to the first endpoint by ID). The nat table and BGP use the same list.
+ */
+export function floatingIpMappings(endpoints: readonly WorkloadEndpoint[]): { mappings: FloatingIpMapping[]; problems: string[] } {
   const problems: string[] = [];
-  const byExternal = new Map<string, { internal: string; endpoint: string }>();
-  const endpoints = [...inputs.localEndpoints].sort((a, b) => (a.endpointId < b.endpointId ? -1 : a.endpointId > b.endpointId ? 1 : 0));
-  for (const ep of endpoints) {
+  const byExternal = new Map<string, FloatingIpMapping>();
+  const sorted = [...endpoints].sort((a, b) => (a.endpointId < b.endpointId ? -1 : a.endpointId > b.endpointId ? 1 : 0));
+  for (const ep of sorted) {
     for (const nat of ep.ipNATs ?? []) {
       const problem = checkFloatingIp(ep, nat);
       const taken = byExternal.get(nat.externalIP);
       if (problem) problems.push(`endpoint ${ep.endpointId}: ${problem}`);
       else if (taken) problems.push(`endpoint ${ep.endpointId}: floating IP ${nat.externalIP} is already mapped to ${taken.internal} (endpoint ${taken.endpoint})`);
-      else byExternal.set(nat.externalIP, { internal: nat.internalIP, endpoint: ep.endpointId });
+      else byExternal.set(nat.externalIP, { external: nat.externalIP, internal: nat.internalIP, endpoint: ep.endpointId });
     }
   }
-  const fips = [...byExternal.entries()].sort(([a], [b]) => Number((parseIPv4(a) ?? 0n) - (parseIPv4(b) ?? 0n)));
+  const mappings = [...byExternal.values()].sort((a, b) => Number((parseIPv4(a.external) ?? 0n) - (parseIPv4(b.external) ?? 0n)));
+  return { mappings, problems };
+}
+
+export function computeNatState(inputs: NatInputs): NatState {
+  const v4Pools = inputs.pools.filter((p) => isV4Cidr(p.cidr));
+  const all = [...new Set(v4Pools.map((p) => p.cidr))].sort();
+  const masq = [...new Set(v4Pools.filter((p) => p.natOutgoing).map((p) => p.cidr))].sort();
+  const { mappings: fips, problems } = floatingIpMappings(inputs.localEndpoints);
 
   const desired: DesiredFilterState = {
     chains: [
       { name: 'cali-PREROUTING', rules: [`-j ${FIP_DNAT_CHAIN}`] },
       { name: 'cali-OUTPUT', rules: [`-j ${FIP_DNAT_CHAIN}`] },
       { name: 'cali-POSTROUTING', rules: [`-j ${FIP_SNAT_CHAIN}`, `-j ${NAT_OUTGOING_CHAIN}`] },
-      { name: FIP_DNAT_CHAIN, rules: fips.map(([ext, { internal }]) => `-d ${ext}/32 -j DNAT --to-destination ${internal}`) },
-      { name: FIP_SNAT_CHAIN, rules: fips.map(([ext, { internal }]) => `-s ${internal}/32 -d ${internal}/32 -j SNAT --to-source ${ext}`) },
+      { name: FIP_DNAT_CHAIN, rules: fips.map((f) => `-d ${f.external}/32 -j DNAT --to-destination ${f.internal}`) },
+      { name: FIP_SNAT_CHAIN, rules: fips.map((f) => `-s ${f.internal}/32 -d ${f.internal}/32 -j SNAT --to-source ${f.external}`) },
       {
         name: NAT_OUTGOING_CHAIN,
         rules: masq.length > 0 ? [`-m set --match-set ${MASQ_POOLS_SET} src -m set ! --match-set ${ALL_POOLS_SET} dst -j MASQUERADE`] : [],

@@ -18,6 +18,7 @@ import { ValidationError } from '../lib/errors.js';
 import { selectorCommand } from './selector-command.js';
 import { formatVersion, versionInfo } from './version.js';
 import { checkSystem } from './checksystem.js';
+import { addFloatingIp, listFloatingIps, removeFloatingIp } from './floating-ip.js';
 
 function readInput(file: string): string {
   try {
@@ -170,6 +171,33 @@ export function buildProgram(): Command {
       // The record (tunnels, problems) is extra: without etcd the BGP part still prints.
       const readRecord = (name: string) => withStore(async (store) => (await store.get(keys.node(name)))?.value);
       process.stdout.write((await nodeStatus(runDir, new ExecFileRunner(), readRecord)) + '\n');
+    });
+
+  const fip = program
+    .command('floating-ip')
+    .description("a container's floating IPs: traffic to the external IP is DNATed to it, and the external IP is announced over BGP");
+  fip
+    .command('add')
+    .description('map an external IPv4 address to an endpoint (its IPv4 address, or --internal-ip)')
+    .argument('<endpoint>', 'endpoint ID or container ID (a unique prefix is enough)')
+    .argument('<externalIP>', 'an IPv4 address outside the enabled pools, e.g. 172.16.9.10')
+    .option('--internal-ip <ip>', "which of the endpoint's addresses (default: its IPv4 address)")
+    .action(async (endpoint: string, externalIP: string, opts: { internalIp?: string }) => {
+      process.stdout.write((await withStore((s) => addFloatingIp(s, endpoint, externalIP, opts.internalIp))) + '\n');
+    });
+  fip
+    .command('remove')
+    .description("remove one floating IP of an endpoint, or all of them")
+    .argument('<endpoint>', 'endpoint ID or container ID (a unique prefix is enough)')
+    .argument('[externalIP]', 'the floating IP to remove (default: all)')
+    .action(async (endpoint: string, externalIP: string | undefined) => {
+      process.stdout.write((await withStore((s) => removeFloatingIp(s, endpoint, externalIP))) + '\n');
+    });
+  fip
+    .command('list')
+    .description('every floating IP in the cluster')
+    .action(async () => {
+      process.stdout.write((await withStore(listFloatingIps)) + '\n');
     });
 
   const ipam = program.command('ipam').description('IP address management');

@@ -349,14 +349,16 @@ export const workloadEndpointKind: ResourceKind<WorkloadEndpoint> = {
       ...(ep.mac ? { mac: ep.mac } : {}),
       ipNetworks: ep.ipNetworks,
       profiles: ep.profiles,
+      ...(ep.ipNATs?.length ? { ipNATs: ep.ipNATs } : {}),
     },
   }),
   name: (ep) => ep.endpointId,
   columns: ['NAME', 'NODE', 'WORKLOAD', 'NETWORKS', 'INTERFACE', 'PROFILES'],
-  wideColumns: ['NAME', 'NODE', 'WORKLOAD', 'NETWORKS', 'INTERFACE', 'PROFILES', 'MAC', 'LABELS'],
+  wideColumns: ['NAME', 'NODE', 'WORKLOAD', 'NETWORKS', 'INTERFACE', 'PROFILES', 'MAC', 'LABELS', 'FLOATING IPS'],
   row: (ep, wide) => {
     const base = [short(ep.endpointId), ep.node, short(ep.containerId), ep.ipNetworks.join(','), ep.interfaceName, ep.profiles.join(',')];
-    return wide ? [...base, ep.mac ?? '', labelText(ep.labels)] : base;
+    const fips = (ep.ipNATs ?? []).map((n) => `${n.externalIP}->${n.internalIP}`).join(',');
+    return wide ? [...base, ep.mac ?? '', labelText(ep.labels), fips] : base;
   },
 };
 

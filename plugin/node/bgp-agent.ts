@@ -8,7 +8,8 @@ import { writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { matchSelector } from '../calc/selector.js';
 import type { Datastore } from '../datastore/datastore.js';
-import { keys, type NodeRecord } from '../datastore/model.js';
+import { keys, type NodeRecord, type WorkloadEndpoint } from '../datastore/model.js';
+import { floatingIpMappings } from '../calc/nat-rules.js';
 import type { BirdSupervisor } from '../bgp/bird.js';
 import { computePeerSessions } from '../bgp/peers.js';
 import { renderBirdConfig } from '../bgp/render.js';
@@ -32,12 +33,13 @@ export function toBgpNode(n: NodeRecord, config: BgpConfig): BgpNode | undefined
 
 /** Pure: datastore values → the sidecar's inputs (undefined when this node has no address yet). */
 export async function loadBgpInputs(store: Datastore, node: string): Promise<BgpInputs | undefined> {
-  const [nodes, configs, peers, blocks, pools] = await Promise.all([
+  const [nodes, configs, peers, blocks, pools, endpoints] = await Promise.all([
     store.list(keys.nodes()),
     store.list(keys.bgpConfigurations()),
     store.list(keys.bgpPeers()),
     store.list(keys.blocks()),
     store.list(keys.pools()),
+    store.list(keys.endpoints()),
   ]);
   const stored = configs.items.find((c) => c.value.name === 'default')?.value;
   const config: BgpConfig = {
@@ -63,7 +65,16 @@ export async function loadBgpInputs(store: Datastore, node: string): Promise<Bgp
     })),
     localBlocks: blocks.items.filter((b) => b.value.affinity === `host:${node}`).map((b) => b.value.cidr).sort(),
     pools: pools.items.map((p) => ({ cidr: p.value.cidr, disabled: p.value.disabled, vxlanMode: p.value.vxlanMode })),
+    floatingIPs: floatingIPsFor(endpoints.items.map((e) => e.value), node),
   };
+}
+
+/** Floating IPs announced by this node, and those of every node (each node's valid ones, as its nat table has them). */
+function floatingIPsFor(endpoints: WorkloadEndpoint[], node: string): { local: string[]; all: string[] } {
+  const byNode = new Map<string, WorkloadEndpoint[]>();
+  for (const ep of endpoints) if (ep.ipNATs?.length) byNode.set(ep.node, [...(byNode.get(ep.node) ?? []), ep]);
+  const externals = (eps: WorkloadEndpoint[]): string[] => floatingIpMappings(eps).mappings.map((m) => m.external);
+  return { local: externals(byNode.get(node) ?? []), all: [...byNode.values()].flatMap(externals).sort() };
 }
 
 export class BgpAgent {
@@ -89,7 +100,7 @@ export class BgpAgent {
   }
 
   /** The datastore prefixes whose changes can change BIRD's configuration. */
-  static readonly WATCHED = [keys.nodes(), keys.bgpConfigurations(), keys.bgpPeers(), keys.blocks(), keys.pools()];
+  static readonly WATCHED = [keys.nodes(), keys.bgpConfigurations(), keys.bgpPeers(), keys.blocks(), keys.pools(), keys.endpoints()];
 
   kick(): void {
     this.job.kick();

@@ -13,7 +13,7 @@ import { casLoop, type Datastore } from '../datastore/datastore.js';
 import { keys, type Key, type Network, type Profile } from '../datastore/model.js';
 import type { Dataplane } from '../dataplane/types.js';
 import { UNBOUND_PREFIX, isTunnelHandle, type Ipam } from '../ipam/ipam.js';
-import { formatAddress, parseCidr } from '../lib/cidr.js';
+import { formatAddress, parseCidr, parseIPv4 } from '../lib/cidr.js';
 import { AlreadyExistsError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 
@@ -29,6 +29,27 @@ export function labelsFromDocker(dockerLabels: Record<string, string>): Record<s
     if (k.startsWith(DOCKER_LABEL_PREFIX) && k.length > DOCKER_LABEL_PREFIX.length) out[k.slice(DOCKER_LABEL_PREFIX.length)] = v;
   }
   return out;
+}
+
+/**
+ * Docker label giving a container floating IPs: `org.projectcalico.floating-ip=<externalIP>[,<externalIP>...]`,
+ * each mapped to the container's IPv4 address on the network.
+ */
+export const FLOATING_IP_LABEL = 'org.projectcalico.floating-ip';
+
+/** The endpoint's `ipNATs` from its container's labels (undefined: no label), or why the label is unusable. */
+export function floatingIpsFromDocker(
+  dockerLabels: Record<string, string>,
+  ipNetworks: readonly string[],
+): { ipNATs?: { internalIP: string; externalIP: string }[]; problem?: string } {
+  const value = dockerLabels[FLOATING_IP_LABEL];
+  if (value === undefined) return {};
+  const internalIP = ipNetworks.map((n) => n.split('/')[0] ?? '').find((ip) => parseIPv4(ip) !== undefined);
+  if (!internalIP) return { problem: `${FLOATING_IP_LABEL}: the container has no IPv4 address on this network` };
+  const externals = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+  const bad = externals.find((v) => parseIPv4(v) === undefined);
+  if (bad !== undefined || externals.length === 0) return { problem: `${FLOATING_IP_LABEL}=${JSON.stringify(value)}: give IPv4 addresses, comma-separated` };
+  return { ipNATs: [...new Set(externals)].map((externalIP) => ({ internalIP, externalIP })) };
 }
 
 export function networkProfile(name: string): Profile {
@@ -125,14 +146,23 @@ export class DockerSync {
     setTimeout(() => void attempt(attempts), delayMs).unref();
   }
 
+  /**
+   * Copies the container's labels onto its endpoint; its floating-IP label too, but only when the
+   * endpoint is first linked to the container (Docker labels never change; later `calico-ts floating-ip`
+   * edits are not undone).
+   */
   async recordContainer(endpointId: string, containerId: string): Promise<void> {
     const container = (await this.docker.getContainer(containerId).inspect()) as { Config?: { Labels?: Record<string, string> | null } };
-    const labels = labelsFromDocker(container.Config?.Labels ?? {});
-    await casLoop(this.o.store, keys.endpoint(this.o.node, endpointId), (cur) =>
-      cur && (cur.value.containerId !== containerId || JSON.stringify(cur.value.labels) !== JSON.stringify(labels))
-        ? { ...cur.value, containerId, labels }
-        : undefined,
-    );
+    const dockerLabels = container.Config?.Labels ?? {};
+    const labels = labelsFromDocker(dockerLabels);
+    await casLoop(this.o.store, keys.endpoint(this.o.node, endpointId), (cur) => {
+      if (!cur) return undefined;
+      const first = cur.value.containerId !== containerId;
+      if (!first && JSON.stringify(cur.value.labels) === JSON.stringify(labels)) return undefined;
+      const fip = first ? floatingIpsFromDocker(dockerLabels, cur.value.ipNetworks) : {};
+      if (fip.problem) this.o.log.warn('floating IP label ignored', { endpoint: endpointId, container: containerId, problem: fip.problem });
+      return { ...cur.value, containerId, labels, ...(fip.ipNATs ? { ipNATs: fip.ipNATs } : {}) };
+    });
   }
 
   async recordName(networkId: string, info: DockerNetworkInfo): Promise<void> {

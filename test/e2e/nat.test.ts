@@ -14,6 +14,10 @@ import { startTestbed, type Testbed, type TestbedHost } from '../helpers/testbed
 const HOST_SIDE = '203.0.113.1';
 const OUTSIDE = '203.0.113.2';
 const POOL = '192.168.0.0/16';
+/** Floating IPs: outside every pool, in no subnet of the testbed. */
+const FIP_LABEL = '172.31.250.10';
+const FIP_CLI = '172.31.250.11';
+const SERVER = 'nc -ll -p 5432 -e echo ok & sleep 900';
 
 describe('outgoing NAT and floating IPs', { timeout: 600_000 }, () => {
   const cleanup = new Cleanup();
@@ -41,6 +45,15 @@ describe('outgoing NAT and floating IPs', { timeout: 600_000 }, () => {
     if (!m) throw new Error(`no counter for ${source} in:\n${stdout}`);
     return Number(m[1]);
   };
+  /** true when `container` on `host` can open TCP 5432 at `ip` (a busybox nc server answers "ok"). */
+  const tcp = async (host: TestbedHost, container: string, ip: string) => {
+    try {
+      return (await host.docker('exec', container, 'sh', '-c', `echo | nc -w 2 ${ip} 5432`)).includes('ok');
+    } catch {
+      return false;
+    }
+  };
+  const routeOnB = async (ip: string) => (await b.exec(['ip', 'route', 'show', `${ip}/32`])).stdout.trim();
   const natChain = async (host: TestbedHost, chain: string) => (await host.exec(['iptables', '-t', 'nat', '-S', chain])).stdout;
 
   before(async () => {
@@ -59,7 +72,8 @@ describe('outgoing NAT and floating IPs', { timeout: 600_000 }, () => {
     await outside.exec(['iptables', '-A', 'INPUT', '-s', POOL, '-p', 'icmp']);
     await a.docker('network', 'create', '--driver', 'calico-ts', '--ipam-driver', 'calico-ts', 'net1');
     await waitFor(async () => (await b.docker('network', 'ls', '--format', '{{.Name}}')).includes('net1'), 15_000, 'net1 on host b');
-    await a.docker('run', '-d', '--net', 'net1', '--name', 'c1', 'local/busybox', 'sleep', '900');
+    await a.docker('run', '-d', '--net', 'net1', '--name', 'c1', 'local/busybox', 'sh', '-c', SERVER);
+    await b.docker('run', '-d', '--net', 'net1', '--name', 'cl', 'local/busybox', 'sleep', '900');
   });
   after(async () => {
     if (process.exitCode) for (const host of t?.hosts ?? []) process.stderr.write(`--- ${host.name}\n${host.node?.log().slice(-3000) ?? ''}\n`);
@@ -89,6 +103,51 @@ describe('outgoing NAT and floating IPs', { timeout: 600_000 }, () => {
     await waitFor(async () => !(await natChain(a, 'cali-nat-outgoing')).includes('MASQUERADE'), 10_000, 'MASQUERADE rule gone');
     assert.equal((await a.exec(['ipset', 'list', 'cali40masq-ipam-pools'])).stdout.split('Members:')[1]?.trim(), '');
     assert.equal(await pingOutside('c1'), false);
+  });
+
+  it('floating IP from a Docker label: DNATed on its host, announced, reachable from another host; gone with the container', async () => {
+    await a.docker('run', '-d', '--net', 'net1', '--name', 'srv', '--label', `org.projectcalico.floating-ip=${FIP_LABEL}`, 'local/busybox', 'sh', '-c', SERVER);
+    const srvIp = await a.docker('inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', 'srv');
+    await waitFor(() => tcp(b, 'cl', FIP_LABEL), 30_000, 'cl (host b) → floating IP → srv (host a)');
+    assert.match(await natChain(a, 'cali-fip-dnat'), new RegExp(`-d ${FIP_LABEL}/32 .*-j DNAT --to-destination ${srvIp}$`, 'm'));
+    assert.match(await natChain(a, 'cali-fip-snat'), new RegExp(`-s ${srvIp}/32 -d ${srvIp}/32 .*-j SNAT --to-source ${FIP_LABEL}$`, 'm'));
+    assert.match(await routeOnB(FIP_LABEL), new RegExp(`via ${a.ip} .*proto bird`), 'host b learned the /32 over BGP');
+
+    await a.docker('rm', '-f', 'srv');
+    await waitFor(async () => (await natChain(a, 'cali-fip-dnat')).trim() === '-N cali-fip-dnat', 15_000, 'cali-fip-dnat empty');
+    assert.equal((await natChain(a, 'cali-fip-snat')).trim(), '-N cali-fip-snat');
+    await waitFor(async () => (await routeOnB(FIP_LABEL)) === '', 15_000, 'route withdrawn on host b');
+    assert.equal(await tcp(b, 'cl', FIP_LABEL), false);
+  });
+
+  it('floating IP with `calico-ts floating-ip add/remove`: reachable (also from itself), bad input refused, removed again', async () => {
+    const c1Id = await a.docker('inspect', '-f', '{{.Id}}', 'c1');
+    const clId = await b.docker('inspect', '-f', '{{.Id}}', 'cl');
+    const c1Ip = await a.docker('inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', 'c1');
+    const refused = async (args: string[], re: RegExp) => {
+      const before = await cli(a, ['floating-ip', 'list']);
+      await assert.rejects(cli(a, ['floating-ip', ...args]), re);
+      assert.equal(await cli(a, ['floating-ip', 'list']), before, 'nothing changed');
+    };
+    // The container ID is known to the endpoint once the node has asked Docker (asynchronously).
+    await waitFor(() => cli(a, ['floating-ip', 'add', c1Id.slice(0, 12), FIP_CLI]), 15_000, 'floating-ip add');
+    assert.match(await cli(a, ['floating-ip', 'list']), new RegExp(`^${FIP_CLI.replace(/\./g, '\\.')}\\s+${c1Ip}\\s+${a.name}`, 'm'));
+    await waitFor(() => tcp(b, 'cl', FIP_CLI), 30_000, 'cl (host b) → floating IP → c1 (host a)');
+    assert.equal(await tcp(a, 'c1', FIP_CLI), true, 'hairpin: c1 reaches its own floating IP');
+
+    await refused(['add', c1Id, 'not-an-ip'], /not an IPv4 address/);
+    await refused(['add', c1Id, '192.168.200.1'], /inside the enabled pool default-ipv4-ippool/);
+    await refused(['add', c1Id, a.ip], /address of node/);
+    await refused(['add', c1Id, '169.254.1.1'], /link-local/);
+    await waitFor(async () => (await cli(a, ['get', 'workloadendpoints'])).includes(clId.slice(0, 12)), 15_000, 'cl endpoint linked to its container');
+    await refused(['add', clId.slice(0, 12), FIP_CLI], /already a floating IP of endpoint/);
+    await refused(['add', c1Id, FIP_CLI, '--internal-ip', '10.9.9.9'], /not an address of endpoint/);
+    await refused(['add', 'ffffffffffff', FIP_CLI], /does not exist/);
+
+    await cli(a, ['floating-ip', 'remove', c1Id.slice(0, 12)]);
+    await waitFor(async () => (await natChain(a, 'cali-fip-dnat')).trim() === '-N cali-fip-dnat', 15_000, 'cali-fip-dnat empty');
+    await waitFor(async () => (await routeOnB(FIP_CLI)) === '', 15_000, 'route withdrawn on host b');
+    assert.equal(await tcp(b, 'cl', FIP_CLI), false);
   });
 
   it('works without policy enforcement, and a restarted node finds its nat chains (no duplicate hooks)', async () => {
