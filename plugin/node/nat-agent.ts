@@ -12,7 +12,7 @@ import { DebouncedJob } from '../lib/debounced-job.js';
 import type { Logger } from '../lib/log.js';
 
 export class NatAgent {
-  private readonly job: DebouncedJob;
+  private readonly job = new DebouncedJob(() => this.sync(), (err) => this.failed(err), 10);
   private resyncTimer: NodeJS.Timeout | undefined;
   lastError: string | undefined;
   /** Floating IPs that could not be programmed, as of the last computation. */
@@ -25,16 +25,13 @@ export class NatAgent {
     private readonly node: string,
     private readonly applier: PolicyDataplane,
     private readonly log: Logger,
-  ) {
-    this.job = new DebouncedJob(
-      () => this.sync(),
-      (err) => {
-        this.lastError = err instanceof Error ? err.message : String(err);
-        this.log.error('nat table not applied; will retry', { error: this.lastError });
-        setTimeout(() => this.kick(), 1000).unref();
-      },
-      10,
-    );
+  ) {}
+
+  /** Records and logs a failed apply, and retries in a second. */
+  private failed(err: unknown): void {
+    this.lastError = err instanceof Error ? err.message : String(err);
+    this.log.error('nat table not applied; will retry', { error: this.lastError });
+    setTimeout(() => this.kick(), 1000).unref();
   }
 
   kick(): void {
@@ -53,11 +50,7 @@ export class NatAgent {
 
   /** A failed first apply does not stop the node (containers still get addresses): it is retried. */
   async start(resyncMs = 30_000): Promise<void> {
-    await this.job.runNow().catch((err: unknown) => {
-      this.lastError = err instanceof Error ? err.message : String(err);
-      this.log.error('nat table not applied; will retry', { error: this.lastError });
-      setTimeout(() => this.kick(), 1000).unref();
-    });
+    await this.job.runNow().catch((err: unknown) => this.failed(err));
     this.resyncTimer = setInterval(() => this.job.kick(), resyncMs);
     this.resyncTimer.unref();
   }
