@@ -95,6 +95,9 @@ interface DockerNetworkInfo {
   Containers?: Record<string, { EndpointID?: string }>;
 }
 
+/** How long Docker must have not known one of our networks before collect() drops its record. */
+const MISSING_NETWORK_CONFIRM_MS = 5_000;
+
 /** Driver names the plugin answers to: legacy socket (`calico-ts`) and managed plugin (`calico-ts:latest`). */
 export const OUR_DRIVERS = new Set(['calico-ts', 'calico-ts:latest']);
 
@@ -102,6 +105,8 @@ export class DockerSync {
   private readonly docker: Docker;
   private readonly graceMs: number;
   private readonly unboundGraceMs: number;
+  /** Networks of ours Docker did not know at a collection pass, and since when (see collect()). */
+  private readonly missingSince = new Map<string, number>();
 
   constructor(private readonly o: DockerSyncOptions) {
     this.docker = new Docker({ socketPath: o.dockerSocket, timeout: 10_000 });
@@ -255,12 +260,19 @@ export class DockerSync {
       for (const { value: net } of networks) {
         const info = await this.inspectNetwork(net);
         if (info === null) {
-          if (now - net.createdAt > this.graceMs) {
+          // Docker forgets a network before it calls DeleteNetwork, which needs our record to find the
+          // cluster record it must delete (else every host's network sync recreates the network). So a
+          // record is dropped only when Docker has not known the network for a while.
+          const since = this.missingSince.get(net.id) ?? now;
+          this.missingSince.set(net.id, since);
+          if (now - net.createdAt > this.graceMs && now - since >= MISSING_NETWORK_CONFIRM_MS) {
             await this.o.store.delete(keys.network(net.id)).catch(() => undefined);
+            this.missingSince.delete(net.id);
             report.networksRemoved.push(net.id);
           }
           continue;
         }
+        this.missingSince.delete(net.id);
         if (!net.name) await this.recordName(net.id, info);
         for (const [containerId, c] of Object.entries(info.Containers ?? {})) {
           if (c.EndpointID) {
@@ -273,6 +285,7 @@ export class DockerSync {
       this.o.log.debug('garbage collection skipped: Docker not reachable', { error: String(err) });
       return undefined;
     }
+    for (const id of this.missingSince.keys()) if (!networks.some((n) => n.value.id === id)) this.missingSince.delete(id);
     const endpoints = (await this.o.store.list(keys.endpoints(this.o.node))).items;
     const known = new Set<string>();
     for (const { value: ep } of endpoints) {
