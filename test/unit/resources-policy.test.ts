@@ -318,7 +318,7 @@ describe('WorkloadEndpoint', () => {
     assert.match(table, /^NAME\s+NODE\s+WORKLOAD\s+NETWORKS\s+INTERFACE\s+PROFILES\n/);
     assert.match(table, /\naaaa11112222\s+host-a\s+c0ffeeaaaa11\s+192\.168\.0\.1\/32\s+caliaaaa1111222\s+net1\n/);
     assert.match(table, /\nbbbb1111\s+host-b\s+192\.168\.0\.1\/32\s+calibbbb1111\s+net2$/);
-    assert.match(await getResources(store, 'wep', ['bbbb'], 'wide'), /^NAME\s+NODE\s+WORKLOAD\s+NETWORKS\s+INTERFACE\s+PROFILES\s+MAC\s+LABELS\nbbbb1111.*ee:ee:ee:ee:ee:ee\s+role=web$/);
+    assert.match(await getResources(store, 'wep', ['bbbb'], 'wide'), /^NAME\s+NODE\s+WORKLOAD\s+NETWORKS\s+INTERFACE\s+PROFILES\s+MAC\s+LABELS\s+FLOATING IPS\nbbbb1111.*ee:ee:ee:ee:ee:ee\s+role=web$/);
     const doc = parseYaml(await getResources(store, 'workloadendpoint', ['aaaa1111'], 'yaml')) as { kind: string; metadata: unknown; spec: Record<string, unknown> };
     assert.equal(doc.kind, 'WorkloadEndpoint');
     assert.deepEqual(doc.metadata, { name: 'aaaa1111222233334444', namespace: 'default', labels: { role: 'db' } });
