@@ -47,6 +47,7 @@ test-unit: build
 bench: build
 	node dist/bench/docker-run.js
 	node dist/bench/cross-host.js
+	node dist/bench/cross-host.js --mode vxlan
 	node dist/bench/policy.js
 
 # A multi-host testbed on this machine (network namespaces, a dockerd + calico-ts node per host).

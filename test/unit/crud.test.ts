@@ -89,4 +89,15 @@ describe('resource CLI verbs', () => {
     assert.match(await getResources(store, 'nodes', [], 'wide'), /n1\s+\(64512\)\s+10\.0\.0\.11\/24\s+224\.0\.0\.1\s+route-reflector=true/);
     await assert.rejects(deleteByName(store, 'node', ['n1']), /cannot be deleted/);
   });
+
+  it('a node shows its VXLAN tunnel, and get -o yaml | apply round-trips without touching it', async () => {
+    const store = new MemoryDatastore();
+    const rec = { name: 'n1', ipv4Address: '10.0.0.11/24', asNumber: null, routeReflectorClusterId: null, labels: {}, startedAt: 1, ipv4VXLANTunnelAddr: '192.168.3.0', vxlanTunnelMACAddr: '66:01:02:03:04:05' };
+    await store.put(keys.node('n1'), rec);
+    const yaml = await getResources(store, 'node', ['n1'], 'yaml');
+    assert.match(yaml, /ipv4VXLANTunnelAddr: 192\.168\.3\.0/);
+    assert.match(yaml, /vxlanTunnelMACAddr: 66:01:02:03:04:05/);
+    await writeResources(store, 'apply', parseResourceText(yaml.replace('ipv4VXLANTunnelAddr: 192.168.3.0', 'ipv4VXLANTunnelAddr: 10.9.9.9'), 'n.yaml'));
+    assert.equal((await store.get(keys.node('n1')))?.value.ipv4VXLANTunnelAddr, '192.168.3.0', 'the node owns its tunnel fields');
+  });
 });
