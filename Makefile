@@ -5,7 +5,7 @@ NODE_TEST := node --test --test-reporter=spec
 UNIT_TESTS = $$(find dist/test/unit -name '*.test.js' | sort)
 SYSTEM_TESTS = $$(find dist/test/integration dist/test/kernel dist/test/harness dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
 
-.PHONY: deps build plugin install install-systemd run stop test test-unit bench clean testbed-up testbed-down testbed-status
+.PHONY: deps demo build plugin install install-systemd run stop test test-unit bench clean testbed-up testbed-down testbed-status
 HOSTS ?= 3
 
 deps:
@@ -52,6 +52,10 @@ bench: build
 	node dist/bench/docker-run.js
 	node dist/bench/cross-host.js
 	node dist/bench/policy.js
+
+# Two hosts on this machine, a network, a cross-host ping, a policy that blocks it; cleans up after itself.
+demo: build
+	node dist/demo/demo.js
 
 # A multi-host testbed on this machine (network namespaces, a dockerd + calico-ts node per host).
 # Builds only when there is no build yet: a rebuild would delete the code a running testbed uses.
