@@ -5,7 +5,7 @@ NODE_TEST := node --test --test-reporter=spec
 UNIT_TESTS = $$(find dist/test/unit -name '*.test.js' | sort)
 SYSTEM_TESTS = $$(find dist/test/integration dist/test/kernel dist/test/harness dist/test/e2e -name '*.test.js' 2>/dev/null | sort)
 
-.PHONY: deps build install install-systemd run stop test test-unit bench clean testbed-up testbed-down testbed-status
+.PHONY: deps demo build plugin install install-systemd run stop test test-unit bench clean testbed-up testbed-down testbed-status
 HOSTS ?= 3
 
 deps:
@@ -20,6 +20,10 @@ build: deps
 install: build
 	ln -sf "$(CURDIR)/dist/plugin/cli/main.js" /usr/local/bin/calico-ts
 	@echo "installed /usr/local/bin/calico-ts"
+
+# The Docker managed plugin in build/ (config.json + rootfs): docker plugin create calico-ts ./build
+plugin: build
+	@scripts/build-plugin.sh
 
 # The node as a systemd service (legacy socket mode); the env file is kept if it exists.
 install-systemd: install
@@ -49,6 +53,10 @@ bench: build
 	node dist/bench/cross-host.js
 	node dist/bench/cross-host.js --mode vxlan
 	node dist/bench/policy.js
+
+# Two hosts on this machine, a network, a cross-host ping, a policy that blocks it; cleans up after itself.
+demo: build
+	node dist/demo/demo.js
 
 # A multi-host testbed on this machine (network namespaces, a dockerd + calico-ts node per host).
 # Builds only when there is no build yet: a rebuild would delete the code a running testbed uses.

@@ -63,7 +63,11 @@ export class NodeAgent {
     this.log = deps.log ?? createLogger(config.logLevel, { node: config.nodeName });
     this.store = deps.store ?? new EtcdDatastore(config.etcd);
     this.ipam = new Ipam(this.store, { node: config.nodeName });
-    const dataplane = deps.dataplane ?? new LinuxDataplane(new ExecFileRunner(), { log: this.log, manageForwardChain: !config.policyEnforcement });
+    const dataplane = deps.dataplane ?? new LinuxDataplane(new ExecFileRunner(), {
+      log: this.log,
+      manageForwardChain: !config.policyEnforcement,
+      ...(config.sysctlRoot ? { sysctlRoot: config.sysctlRoot } : {}),
+    });
     this.policy = config.policyEnforcement
       ? new PolicyAgent(
           this.store,
@@ -98,6 +102,7 @@ export class NodeAgent {
       log: this.log,
       graceMs: config.gcGraceMs,
       unboundGraceMs: config.gcUnboundGraceMs,
+      driverName: config.driverName,
     });
     this.bgp =
       config.networkingBackend === 'bird'

@@ -33,9 +33,15 @@ export interface NodeConfig {
   policyEnforcement: boolean;
   etcd: EtcdConfig;
   socketPath: string;
+  /** CALICO_TS_DRIVER_NAME: the driver name this host's Docker uses for us: `calico-ts` (legacy socket,
+   * the socket's name) or `calico-ts:latest` (the managed plugin sets it). */
+  driverName: string;
   /** Docker API: a unix socket path. */
   dockerSocket: string;
   runDir: string;
+  /** CALICO_TS_SYSCTL_ROOT: where to write sysctls (files, with cat/tee) instead of sysctl(8); the managed
+   * plugin sets it to its bind mount of the host's /proc/sys, since its own /proc/sys is read-only. */
+  sysctlRoot: string | undefined;
   logLevel: LogLevel;
   reconcileIntervalMs: number;
   gcIntervalMs: number;
@@ -89,8 +95,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
       ...(env.ETCD_KEY_FILE ? { keyFile: env.ETCD_KEY_FILE } : {}),
     },
     socketPath: env.CALICO_TS_SOCKET || '/run/docker/plugins/calico-ts.sock',
+    driverName: driverName(env.CALICO_TS_DRIVER_NAME),
     dockerSocket: dockerHost.slice('unix://'.length),
     runDir,
+    sysctlRoot: env.CALICO_TS_SYSCTL_ROOT || undefined,
     logLevel: parseLogLevel(env.LOG_LEVEL),
     reconcileIntervalMs: number('CALICO_TS_RECONCILE_INTERVAL_MS', 30_000, 100, 86_400_000),
     gcIntervalMs: number('CALICO_TS_GC_INTERVAL_MS', 60_000, 100, 86_400_000),
@@ -106,6 +114,12 @@ function flag(name: string, value: string | undefined, fallback: boolean): boole
   if (['true', '1', 'yes'].includes(value.toLowerCase())) return true;
   if (['false', '0', 'no'].includes(value.toLowerCase())) return false;
   throw new ValidationError(name, `${JSON.stringify(value)} must be true or false`);
+}
+
+function driverName(value: string | undefined): string {
+  if (value === undefined || value === '') return 'calico-ts';
+  if (!/^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$/.test(value)) throw new ValidationError('CALICO_TS_DRIVER_NAME', `${JSON.stringify(value)} is not a Docker plugin name like calico-ts or calico-ts:latest`);
+  return value;
 }
 
 function backend(value: string | undefined): 'bird' | 'none' {

@@ -84,6 +84,9 @@ export interface DockerSyncOptions {
   log: Logger;
   graceMs?: number;
   unboundGraceMs?: number;
+  /** The name this node's Docker knows us by (`calico-ts`, or `calico-ts:latest` as a managed plugin):
+   * networks copied from other hosts use it, whatever name their creator's Docker used. */
+  driverName?: string;
 }
 
 interface DockerNetworkInfo {
@@ -216,13 +219,14 @@ export class DockerSync {
     const beingDeleted = new Set(recordList.filter((r) => r.node === this.o.node && r.name && !localNames.has(r.name)).map((r) => r.name));
     for (const net of wanted.values()) {
       if (localNames.has(net.name) || beingDeleted.has(net.name)) continue;
+      const ours = (driver: string) => (OUR_DRIVERS.has(driver) ? (this.o.driverName ?? driver) : driver);
       try {
         await this.docker.createNetwork({
           Name: net.name,
-          Driver: net.driver,
+          Driver: ours(net.driver),
           CheckDuplicate: true,
           ...(net.ipv6 ? { EnableIPv6: true } : {}),
-          IPAM: { Driver: net.ipamDriver, Config: [net.subnet, net.subnetIPv6].filter((s): s is string => !!s).map((s) => ({ Subnet: s })) },
+          IPAM: { Driver: ours(net.ipamDriver), Config: [net.subnet, net.subnetIPv6].filter((s): s is string => !!s).map((s) => ({ Subnet: s })) },
           Options: net.mtu ? { 'com.docker.network.driver.mtu': String(net.mtu) } : {},
         });
         result.created.push(net.name);
@@ -232,7 +236,7 @@ export class DockerSync {
     }
     const records = new Map(recordList.map((r) => [r.id, r]));
     for (const n of local) {
-      if (!n.Id || !OUR_DRIVERS.has(n.Driver ?? '') || wanted.has(n.Name)) continue;
+      if (!n.Id || !(OUR_DRIVERS.has(n.Driver ?? '') || n.Driver === this.o.driverName) || wanted.has(n.Name)) continue;
       const record = records.get(n.Id);
       // Only networks this node has named and that are old enough: a new network is published a moment
       // after Docker creates it.

@@ -33,6 +33,7 @@ import { join } from 'node:path';
 import { ensureBusyboxImage } from './busybox-image.js';
 import { CLI, startCalicoNode, type CalicoNodeHandle } from './calico-node.js';
 import { startDockerd, sweepStaleDaemons, type DockerdHandle } from './dockerd.js';
+import { installManagedPlugin, PLUGIN_NAME } from './managed-plugin.js';
 import { assertName, createNetns, deleteNetns, execInNetns, netnsExists, netnsInode, netnsPath, uniqueName } from './netns.js';
 import {
   Cleanup,
@@ -79,6 +80,9 @@ export interface TestbedOptions {
   log?: (msg: string) => void;
   /** Subnet index (0 or 1) of each host; default all 0 (one bridge). With a 1, the fabric routes between two. */
   subnets?: number[];
+  /** Hosts (names) that run the node as the Docker managed plugin built in `buildDir`
+   * (scripts/build-plugin.sh) instead of the legacy socket; their driver is `calico-ts:latest`. */
+  managedPlugin?: { buildDir: string; hosts: string[] };
 }
 
 export interface TestbedHost {
@@ -95,6 +99,8 @@ export interface TestbedHost {
   readonly dockerd: DockerdHandle;
   /** The calico-ts node, when started. */
   node?: CalicoNodeHandle;
+  /** The driver name this host's Docker knows calico-ts by: `calico-ts`, or `calico-ts:latest` for a managed plugin. */
+  readonly driver: string;
   /** Environment the node was (or will be) started with, beyond what startCalicoNode sets itself. */
   readonly nodeEnv: Record<string, string>;
   /** `docker -H <this host's daemon> ...args`; resolves with trimmed stdout. */
@@ -477,6 +483,7 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
 
         const ip6 = opts.ipv6 ? hostIPv6(k, i) : undefined;
         const hostEnv = { IP: ip, ...(ip6 ? { IP6: ip6 } : {}), ...opts.nodeEnv };
+        const managed = opts.managedPlugin?.hosts.includes(h) ? opts.managedPlugin.buildDir : undefined;
         let nodeRegistered = false;
         const host: TestbedHost = {
           name: h,
@@ -485,6 +492,7 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
           ip,
           ...(ip6 ? { ip6 } : {}),
           dockerd,
+          driver: managed ? PLUGIN_NAME : 'calico-ts',
           nodeEnv: hostEnv,
           docker: async (...args) => (await dockerd.docker(args, { timeoutMs: 120_000 })).stdout.trim(),
           exec: (argv, o) => execInNetns(ns, argv, o),
@@ -513,6 +521,15 @@ export async function startTestbed(opts: TestbedOptions): Promise<Testbed> {
               });
             }
             const tn = performance.now();
+            if (managed) {
+              if (host.node) {
+                await host.node.restart();
+              } else {
+                host.node = await installManagedPlugin(dockerd, { buildDir: managed, nodeName: h, etcdEndpoint, hostRun: dockerd.runDir, env: { ...hostEnv, ...env } });
+              }
+              timings.nodeMs[h] = performance.now() - tn;
+              return host.node;
+            }
             host.node = await startCalicoNode({
               netns: ns,
               nodeName: h,

@@ -29,3 +29,35 @@ describe('packaging: systemd unit', () => {
     for (const name of Object.keys(env)) assert.ok(source.includes(`env.${name}`) || source.includes(`'${name}'`), `${name} is read by loadConfig`);
   });
 });
+
+describe('packaging: managed plugin config.json', () => {
+  interface PluginConfig {
+    entrypoint: string[];
+    interface: { types: string[]; socket: string };
+    network: { type: string };
+    linux: { capabilities: string[] };
+    mounts: { name: string; source: string; destination: string; type: string; options: string[]; settable?: string[] }[];
+    env: { name: string; value: string; settable: string[] }[];
+  }
+  const config = JSON.parse(readFileSync(repoFile('config.json'), 'utf8')) as PluginConfig;
+
+  it('declares both drivers on calico-ts.sock, host networking and the capabilities the dataplane needs', () => {
+    assert.deepEqual(config.interface, { types: ['docker.networkdriver/1.0', 'docker.ipamdriver/1.0'], socket: 'calico-ts.sock' });
+    assert.equal(config.network.type, 'host');
+    for (const cap of ['CAP_NET_ADMIN', 'CAP_SYS_ADMIN']) assert.ok(config.linux.capabilities.includes(cap), cap);
+    assert.deepEqual(config.entrypoint.slice(-2), ['node', 'run']);
+  });
+
+  it('its environment is a valid node configuration whose paths match the mounts; the user-facing settings are settable', () => {
+    const env = Object.fromEntries(config.env.map((e) => [e.name, e.value]));
+    const c = loadConfig({ ...env, NODENAME: 'n1' });
+    assert.equal(c.socketPath, `/run/docker/plugins/${config.interface.socket}`);
+    assert.equal(c.driverName, 'calico-ts:latest');
+    const dest = (name: string) => config.mounts.find((m) => m.name === name)?.destination;
+    assert.equal(`unix://${dest('docker-socket')}`, env.DOCKER_HOST);
+    assert.ok(c.runDir.startsWith(`${dest('host-run')}/`));
+    assert.equal(c.sysctlRoot, dest('proc-sys'));
+    const settable = config.env.filter((e) => e.settable.includes('value')).map((e) => e.name);
+    for (const name of ['ETCD_ENDPOINTS', 'NODENAME', 'IP', 'AS', 'LOG_LEVEL', 'CALICO_TS_VETH_MTU']) assert.ok(settable.includes(name), name);
+  });
+});
