@@ -24,7 +24,11 @@
  *   (iBGP defaults to multihop, whose recursive next-hop lookup leaves routes `unreachable`
  *   without an IGP; `direct` resolves the next hop on the shared link — BIRD 2 rejects
  *   `gateway direct` with multihop), short connect/error timers so a restarted BIRD is back in
- *   about a second, pool-only import and export filters. The export filter also passes routes
+ *   about a second, pool-only import and export filters.
+ * - IPIP (pools with ipipMode Always/CrossSubnet, when this node's tunl0 is up): the import filter turns
+ *   their routes into `via <BGP next hop> dev tunl0 onlink`. BIRD 2 has no krt_tunnel; the three
+ *   assignments must come in this order (`onlink`, then `ifname`, then `gw`: setting gw first fails
+ *   next-hop resolution on tunl0). CrossSubnet: only when the next hop lies outside `localSubnet`. The export filter also passes routes
  *   learned from other peers: a route reflector must re-advertise them (plain iBGP peers do not
  *   re-advertise iBGP routes anyway — BGP's own rule).
  * - one `protocol bgp <name> from calico_peer` per session: `neighbor <ip> [port N] as <asn>`
@@ -167,6 +171,19 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   if (nextHop6 !== undefined && parseAddress(nextHop6, `node ${self.name}: ipv6`).family !== 6) {
     throw new ValidationError(`node ${self.name}: ipv6`, `${JSON.stringify(nextHop6)} is not an IPv6 address`);
   }
+  const ipipPools = (mode: 'Always' | 'CrossSubnet'): V4Cidr[] =>
+    inputs.ipipTunnel
+      ? sortedUnique(
+          inputs.pools
+            .filter((p) => !p.disabled && p.ipipMode === mode)
+            .map((p) => v4Cidr(p.cidr, 'pool cidr'))
+            .filter((c): c is V4Cidr => c !== null),
+        )
+      : [];
+  const ipipAlways = ipipPools('Always');
+  const localSubnet = inputs.localSubnet ? v4Cidr(inputs.localSubnet, 'localSubnet') : null;
+  // CrossSubnet without a known local subnet: every next hop counts as remote (tunnel, as Always).
+  const ipipCrossSubnet = ipipPools('CrossSubnet');
 
   const out: string[] = [];
   const line = (s = ''): void => {
@@ -188,7 +205,19 @@ export function renderBirdConfig(inputs: BgpInputs, sessions: PeerSession[], opt
   line(`define CALICO_POOLS = [ ${pools.map((p) => `${p.text}+`).join(', ')} ];`);
   if (allFloating.length > 0) line(`define CALICO_FLOATING_IPS = [ ${allFloating.map((c) => c.text).join(', ')} ];`);
   line();
+  const ipipRoute = '{ onlink = true; ifname = "tunl0"; gw = bgp_next_hop; }';
+  if (ipipAlways.length > 0 || ipipCrossSubnet.length > 0) {
+    line('# IPIP pools: their routes go via the remote host over tunl0 (set in this order: onlink, ifname, gw).');
+    if (ipipAlways.length > 0) line(`define CALICO_IPIP_ALWAYS = [ ${ipipAlways.map((p) => `${p.text}+`).join(', ')} ];`);
+    if (ipipCrossSubnet.length > 0) line(`define CALICO_IPIP_CROSS_SUBNET = [ ${ipipCrossSubnet.map((p) => `${p.text}+`).join(', ')} ];`);
+    if (ipipCrossSubnet.length > 0 && localSubnet) line(`define CALICO_LOCAL_SUBNET = ${localSubnet.text};`);
+    line();
+  }
   line('filter calico_bgp_import {');
+  if (ipipAlways.length > 0) line(`  if net ~ CALICO_IPIP_ALWAYS then ${ipipRoute}`);
+  if (ipipCrossSubnet.length > 0) {
+    line(`  if net ~ CALICO_IPIP_CROSS_SUBNET${localSubnet ? ' && !(bgp_next_hop ~ CALICO_LOCAL_SUBNET)' : ''} then ${ipipRoute}`);
+  }
   line('  if net ~ CALICO_POOLS then accept;');
   acceptFloating();
   line('  reject;');

@@ -52,8 +52,14 @@ export interface BgpInputs {
   peers: BgpPeerSpec[];
   /** Blocks this node holds: announced as blackhole static routes. */
   localBlocks: string[];
-  /** Pool CIDRs: only routes inside them are exported to peers or imported into the kernel. */
-  pools: { cidr: string; disabled: boolean; vxlanMode?: 'Never' | 'Always' | 'CrossSubnet' }[];
+  /** Pool CIDRs: only routes inside them are exported to peers or imported into the kernel.
+   * `ipipMode` Always/CrossSubnet: imported routes of the pool go through tunl0 (absent = Never). */
+  pools: { cidr: string; disabled: boolean; vxlanMode?: 'Never' | 'Always' | 'CrossSubnet'; ipipMode?: 'Never' | 'Always' | 'CrossSubnet' }[];
+  /** This node's own subnet ("10.0.0.0/24"): CrossSubnet IPIP pools tunnel only to next hops outside it. */
+  localSubnet?: string;
+  /** tunl0 is up here (the node recorded its IPIP tunnel address). Without it no route is sent to
+   * tunl0 (the node reports why in its record; `calico-ts node status` shows it). */
+  ipipTunnel?: boolean;
   /**
    * Floating IPs (IPv4, no prefix): `local` are DNATed on this node and announced as /32s; `all` (every
    * node's) are accepted from peers like pool routes. Absent = none.

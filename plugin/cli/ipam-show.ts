@@ -2,7 +2,7 @@
 import type { Datastore } from '../datastore/datastore.js';
 import { keys } from '../datastore/model.js';
 import { formatAddress, parseCidr } from '../lib/cidr.js';
-import { UNBOUND_PREFIX } from '../ipam/ipam.js';
+import { UNBOUND_PREFIX, isTunnelHandle } from '../ipam/ipam.js';
 import { renderTable } from './table.js';
 
 export async function ipamShow(store: Datastore): Promise<string> {
@@ -32,7 +32,11 @@ export async function ipamShow(store: Datastore): Promise<string> {
     const cidr = parseCidr(b.cidr);
     b.allocations.forEach((a, i) => {
       if (!a) return;
-      const owner = a.handle.startsWith(UNBOUND_PREFIX) ? 'unbound (assigned, no endpoint yet)' : `endpoint ${a.handle.slice(0, 12)}`;
+      const owner = a.handle.startsWith(UNBOUND_PREFIX)
+        ? 'unbound (assigned, no endpoint yet)'
+        : isTunnelHandle(a.handle)
+          ? `tunnel ${a.handle}`
+          : `endpoint ${a.handle.slice(0, 12)}`;
       rows.push([formatAddress(cidr.family, cidr.base + BigInt(i)), a.node, b.cidr, owner]);
     });
   }

@@ -6,10 +6,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseShowProtocols, peerStatuses } from '../bgp/status.js';
 import type { PeerSession, PeerStatus } from '../bgp/types.js';
+import type { NodeRecord } from '../datastore/model.js';
 import type { CommandRunner } from '../lib/exec.js';
 import { CalicoError, InternalError } from '../lib/errors.js';
 import { SESSIONS_FILE } from '../node/bgp-agent.js';
-import type { NodeRecord } from '../datastore/model.js';
 
 export class NodeNotRunningError extends CalicoError {
   readonly code = 'NOT_FOUND' as const;
@@ -47,6 +47,7 @@ function recordLines(record: NodeRecord | undefined): string[] {
   if (!record) return [];
   const out: string[] = [];
   if (record.ipv4VXLANTunnelAddr) out.push('', `VXLAN tunnel: vxlan.calico ${record.ipv4VXLANTunnelAddr} (VTEP MAC ${record.vxlanTunnelMACAddr ?? '?'})`);
+  if (record.ipv4IPIPTunnelAddr) out.push('', `IPIP tunnel: tunl0 ${record.ipv4IPIPTunnelAddr}`);
   const problems = record.problems ?? [];
   if (problems.length > 0) out.push('', 'Problems', ...problems.map((p) => `  - ${p}`));
   return out;

@@ -66,7 +66,7 @@ export function defaultIPv6Pool(cidrText: string): IPPool {
 export const UNBOUND_PREFIX = 'unbound:';
 /** Handles of tunnel addresses (`vxlan-tunnel-addr-<node>`, `ipip-tunnel-addr-<node>`): owned by the node
  * itself, never by a Docker endpoint, so the garbage collector leaves them alone. */
-export const isTunnelHandle = (handle: string): boolean => /^(vxlan|ipip)-tunnel-addr-/.test(handle);
+export const isTunnelHandle = (handle: string): boolean => /^(vxlan|vxlan-v6|ipip)-tunnel-addr-/.test(handle);
 const MAX_ATTEMPTS = 20;
 const POOL_CACHE_MS = 1000;
 

@@ -25,6 +25,8 @@ import { BgpAgent } from './bgp-agent.js';
 import { PolicyAgent } from './policy-agent.js';
 import { FilterApplier, NAT_SCOPE } from '../dataplane/filter-applier.js';
 import { NatAgent } from './nat-agent.js';
+import { IpipAgent } from './ipip-agent.js';
+import { IpipDataplane } from '../dataplane/ipip.js';
 import type { PolicyDataplane } from '../dataplane/policy-types.js';
 import { BirdSupervisor } from '../bgp/bird.js';
 import { Reconciler, type OverlayParts } from './reconciler.js';
@@ -39,6 +41,7 @@ export interface NodeAgentDeps {
   policyDataplane6?: PolicyDataplane;
   /** The nat-table applier (outgoing NAT, floating IPs). */
   natDataplane?: PolicyDataplane;
+  ipipDataplane?: IpipDataplane;
   log?: Logger;
 }
 
@@ -54,6 +57,7 @@ export class NodeAgent {
   readonly bgp: BgpAgent | undefined;
   readonly policy: PolicyAgent | undefined;
   readonly nat: NatAgent;
+  readonly ipip: IpipAgent | undefined;
   private readonly watches: Watch[] = [];
 
   constructor(
@@ -93,6 +97,11 @@ export class NodeAgent {
           vxlanMtu: config.vxlanMtu,
         };
     this.reconciler = new Reconciler(this.store, dataplane, config.nodeName, this.log, overlay);
+    // IPIP (tunl0) likewise: only with the real dataplane, or an injected one.
+    const ipipDataplane = deps.ipipDataplane ?? (deps.dataplane ? undefined : new IpipDataplane(new ExecFileRunner(), { log: this.log }));
+    this.ipip = ipipDataplane
+      ? new IpipAgent(this.store, this.ipam, ipipDataplane, config.nodeName, { mtu: config.ipipMtu, resyncMs: config.reconcileIntervalMs }, this.log)
+      : undefined;
     this.dockerSync = new DockerSync({
       store: this.store,
       ipam: this.ipam,
@@ -143,6 +152,12 @@ export class NodeAgent {
     await this.watchPrefixes(NatAgent.WATCHED, () => nat.kick());
     nat.kick();
     await this.reconciler.start(config.reconcileIntervalMs);
+    if (this.ipip) {
+      const ipip = this.ipip;
+      await ipip.start();
+      await this.watchPrefixes(IpipAgent.WATCHED, () => ipip.kick());
+      ipip.kick(); // covers changes between the first sync and the watch
+    }
     const network = new NetworkDriver({
       store: this.store,
       ipam: this.ipam,
@@ -215,6 +230,7 @@ export class NodeAgent {
     await Promise.all(this.watches.map((w) => w.close().catch(() => undefined)));
     await this.networkSync.stop();
     await this.bgp?.stop();
+    await this.ipip?.stop();
     await this.policy?.stop();
     await this.nat.stop();
     const server = this.server;

@@ -15,6 +15,7 @@ import { computePeerSessions } from '../bgp/peers.js';
 import { renderBirdConfig } from '../bgp/render.js';
 import { DEFAULT_BGP_CONFIG, type BgpConfig, type BgpInputs, type BgpNode, type PeerSession } from '../bgp/types.js';
 import { DebouncedJob } from '../lib/debounced-job.js';
+import { formatCidr, parseCidr } from '../lib/cidr.js';
 import type { Logger } from '../lib/log.js';
 
 export const SESSIONS_FILE = 'bgp-sessions.json';
@@ -29,6 +30,13 @@ export function toBgpNode(n: NodeRecord, config: BgpConfig): BgpNode | undefined
     ...(n.routeReflectorClusterId ? { routeReflectorClusterId: n.routeReflectorClusterId } : {}),
     labels: n.labels,
   };
+}
+
+/** This node's subnet (for CrossSubnet) and whether its tunl0 is up (it recorded a tunnel address). */
+function ipipInputs(self: NodeRecord | undefined): Pick<BgpInputs, 'localSubnet' | 'ipipTunnel'> {
+  const address = self?.ipv4Address;
+  const subnet = address?.includes('/') ? formatCidr(parseCidr(address, 'ipv4Address')) : undefined;
+  return { ...(subnet ? { localSubnet: subnet } : {}), ipipTunnel: Boolean(self?.ipv4IPIPTunnelAddr) };
 }
 
 /** Pure: datastore values → the sidecar's inputs (undefined when this node has no address yet). */
@@ -64,7 +72,8 @@ export async function loadBgpInputs(store: Datastore, node: string): Promise<Bgp
       ...(p.peerSelector ? { peerSelector: p.peerSelector } : {}),
     })),
     localBlocks: blocks.items.filter((b) => b.value.affinity === `host:${node}`).map((b) => b.value.cidr).sort(),
-    pools: pools.items.map((p) => ({ cidr: p.value.cidr, disabled: p.value.disabled, vxlanMode: p.value.vxlanMode })),
+    pools: pools.items.map((p) => ({ cidr: p.value.cidr, disabled: p.value.disabled, vxlanMode: p.value.vxlanMode, ipipMode: p.value.ipipMode })),
+    ...ipipInputs(nodes.items.find((n) => n.value.name === node)?.value),
     floatingIPs: floatingIPsFor(endpoints.items.map((e) => e.value), node),
   };
 }

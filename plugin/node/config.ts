@@ -53,6 +53,8 @@ export interface NodeConfig {
   defaultMtu: number;
   /** vxlan.calico's MTU (CALICO_TS_VXLAN_MTU or FELIX_VXLANMTU); 0 = the underlay's − 50. */
   vxlanMtu: number;
+  /** tunl0's MTU (CALICO_TS_IPIP_MTU or FELIX_IPINIPMTU); 0 = the underlay's − 20. */
+  ipipMtu: number;
 }
 
 export const DEFAULT_ETCD_ENDPOINT = 'http://127.0.0.1:2379';
@@ -106,6 +108,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeConfig {
     gcUnboundGraceMs: number('CALICO_TS_GC_UNBOUND_GRACE_MS', 600_000, 0, 86_400_000),
     defaultMtu: number(alias('CALICO_TS_VETH_MTU', 'FELIX_VETHMTU'), 0, 0, 65535),
     vxlanMtu: number(alias('CALICO_TS_VXLAN_MTU', 'FELIX_VXLANMTU'), 0, 0, 65535),
+    ipipMtu: number(alias('CALICO_TS_IPIP_MTU', 'FELIX_IPINIPMTU'), 0, 0, 65535),
   };
 }
 
