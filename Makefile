@@ -48,7 +48,7 @@ test: build
 
 # Only the kernel lane (about 1-2 minutes; installs qemu-system-x86/cpio/kmod and caches the kernel in build/kernel-lane).
 test-kernel: build
-	$(NODE_TEST) $(KERNEL_TESTS)
+	flock /run/calico-ts-make-test.lock $(NODE_TEST) $(KERNEL_TESTS)
 
 test-unit: build
 	$(NODE_TEST) $(UNIT_TESTS)
