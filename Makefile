@@ -53,12 +53,13 @@ test-kernel: build
 test-unit: build
 	$(NODE_TEST) $(UNIT_TESTS)
 
-# Each writes its own section of BENCHMARKS.md (about 6 minutes in all; run on a quiet machine).
+# Each writes its own section of BENCHMARKS.md (about 8 minutes in all; run on a quiet machine).
 bench: build
 	node dist/bench/docker-run.js
 	node dist/bench/cross-host.js
 	node dist/bench/cross-host.js --mode vxlan
 	node dist/bench/policy.js
+	node dist/bench/ipip-qemu.js
 
 # Two hosts on this machine, a network, a cross-host ping, a policy that blocks it; cleans up after itself.
 demo: build

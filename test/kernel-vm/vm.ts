@@ -14,8 +14,13 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
-export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const DIST = join(REPO, 'dist');
+/** The compiled tree this file is part of (dist/, or wherever tsc wrote it). */
+const DIST = fileURLToPath(new URL('../../', import.meta.url));
+/** The repository: the nearest directory above the compiled tree with a package.json. */
+export const REPO = ((): string => {
+  for (let dir = dirname(DIST); dir !== dirname(dir); dir = dirname(dir)) if (existsSync(join(dir, 'package.json'))) return dir;
+  throw new Error(`no package.json above ${DIST}`);
+})();
 const MARK = 'CALICO-TS-VM ';
 
 /** Runs scripts/kernel-lane-deps.sh: installs qemu/cpio/kmod if missing, fetches the kernel once; returns its cache dir. */
