@@ -80,9 +80,14 @@ describe('IPv6 dual stack on one host', { timeout: 300_000 }, () => {
     assert.match(await ip4Of('v6a'), /^192\.168\./);
     assert.match(await docker('exec', 'v6a', 'ip', '-6', 'addr', 'show', 'eth0'), new RegExp(`inet6 ${a6}/128`));
     assert.match(await docker('exec', 'v6a', 'ip', '-6', 'route'), new RegExp(`default via ${GATEWAY_V6} dev eth0`));
-    // Host side: a /128 on the veth, and a blackhole for the local /122 block.
+    // Host side: a /128 on the veth (Join plumbs it), and a blackhole for the local /122 block (the
+    // reconciler adds it about a second after the block was claimed, so it is waited for).
     assert.match((await ns(['ip', '-6', 'route', 'show', `${a6}/128`])).stdout, /dev cali[0-9a-f]{11} proto 80/);
-    assert.match((await ns(['ip', '-6', 'route', 'show', 'type', 'blackhole'])).stdout, /^blackhole fd00:ca11:c0:[0-9a-f:]*\/122 .*proto 80/m);
+    await waitFor(
+      async () => /^blackhole fd00:ca11:c0:[0-9a-f:]*\/122 .*proto 80/m.test((await ns(['ip', '-6', 'route', 'show', 'type', 'blackhole'])).stdout),
+      10_000,
+      'the blackhole route of the local IPv6 block',
+    );
     assert.equal((await ns(['sysctl', '-n', 'net.ipv6.conf.all.forwarding'])).stdout.trim(), '1');
     // Both families, both ways, and to the host.
     await docker('exec', 'v6a', 'ping', '-6', '-c1', '-W2', b6);
