@@ -682,7 +682,8 @@ async function main(): Promise<void> {
     await docker('network', 'create', '-d', 'bridge', 'bnet');
     const networkId = await docker('network', 'inspect', '-f', '{{.Id}}', 'net1');
     const subnet = await docker('network', 'inspect', '-f', '{{range .IPAM.Config}}{{.Subnet}}{{end}}', 'net1');
-    if (subnet !== POOL) throw new Error(`net1 has subnet ${subnet}, expected ${POOL}`);
+    // A default-pool network shows 0.0.0.0/0 to Docker (the real pool is its PoolID; see README).
+    if (subnet !== '0.0.0.0/0') throw new Error(`net1 has subnet ${subnet}, expected 0.0.0.0/0 (the default pool, ${POOL})`);
     // The node learns the network's name asynchronously; let that settle before timing anything.
     await waitFor(() => n.log().includes('"network named"'), 15_000, 'net1 named by the node');
 

@@ -109,6 +109,8 @@ export class BgpAgent {
   }
 
   /** The datastore prefixes whose changes can change BIRD's configuration. */
+  private bgpOffLogged = false;
+
   static readonly WATCHED = [keys.nodes(), keys.bgpConfigurations(), keys.bgpPeers(), keys.blocks(), keys.pools(), keys.endpoints()];
 
   kick(): void {
@@ -118,9 +120,12 @@ export class BgpAgent {
   async sync(): Promise<void> {
     const inputs = await loadBgpInputs(this.store, this.node);
     if (!inputs) {
-      this.log.warn('BGP is off: this node has no IPv4 address (set IP or IP_AUTODETECTION_METHOD)');
+      // Said once per change of state, not on every endpoint or block change (sync runs for each).
+      if (!this.bgpOffLogged) this.log.warn('BGP is off: this node has no IPv4 address (set IP or IP_AUTODETECTION_METHOD)');
+      this.bgpOffLogged = true;
       return;
     }
+    this.bgpOffLogged = false;
     const sessions = computePeerSessions(inputs, matchSelector);
     const text = renderBirdConfig(inputs, sessions, { controlSocket: this.bird.ctlPath });
     const result = await this.bird.apply(text);
