@@ -17,6 +17,7 @@ have tcpdump      || need+=(tcpdump)
 [ -x /bin/busybox ] || need+=(busybox-static)
 have nsenter      || need+=(util-linux)
 have curl         || need+=(curl ca-certificates)
+have systemd-analyze || need+=(systemd)   # the packaging test verifies the unit file
 if ((${#need[@]})); then
   echo "installing system packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../plugin/node/config.js';
@@ -14,8 +17,18 @@ describe('packaging: systemd unit', () => {
     assert.match(unit, /^ExecStart=\/usr\/local\/bin\/calico-ts node run$/m);
     assert.match(unit, /^EnvironmentFile=-\/etc\/calico-ts\/calico-ts\.env$/m);
     const analyze = await execFileP('systemd-analyze', ['--version']).then(() => true, () => false);
+    // scripts/deps.sh installs systemd; this guard only matters for a hand-run test on a bare machine.
     if (!analyze) return t.skip('systemd-analyze is not installed');
-    await execFileP('systemd-analyze', ['verify', repoFile('packaging/calico-ts.service').pathname]);
+    // verify checks that ExecStart's program exists: point it at this checkout's built CLI, since
+    // /usr/local/bin/calico-ts exists only after `make install`.
+    const dir = mkdtempSync(join(tmpdir(), 'calico-ts-unit-'));
+    try {
+      const copy = join(dir, 'calico-ts.service');
+      writeFileSync(copy, unit.replaceAll('/usr/local/bin/calico-ts', fileURLToPath(repoFile('dist/plugin/cli/main.js'))));
+      await execFileP('systemd-analyze', ['verify', copy]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the example env file names only variables the node reads, with values it accepts', () => {
