@@ -27,14 +27,13 @@
  * other sections are kept as they are).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { release } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
-import { intOption, loadavg, pct, writeSection } from './report.js';
+import { buildCommit, cpuModel, intOption, loadavg, pct, tryRun, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/cross-host.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/cross-host.ts: end -->';
@@ -645,32 +644,17 @@ interface Machine {
 }
 
 
-async function tryRun(argv: string[]): Promise<string> {
-  try {
-    return (await run(argv, { timeoutMs: 10_000 })).stdout.trim();
-  } catch {
-    return '?';
-  }
-}
 
 async function machineInfo(t: Testbed): Promise<Machine> {
-  let cpu = '?';
-  try {
-    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '?';
-  } catch {
-    /* not Linux? */
-  }
-  const head = await tryRun(['git', '-C', process.cwd(), 'rev-parse', '--short', 'HEAD']);
-  const dirty = head !== '?' && (await tryRun(['git', '-C', process.cwd(), 'status', '--porcelain', '--untracked-files=no'])) !== '';
   return {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     nproc: await tryRun(['nproc']),
-    cpu,
+    cpu: cpuModel(),
     kernel: release(),
     iperf3: (await tryRun(['iperf3', '--version'])).split('\n')[0] ?? '?',
     dockerd: await t.hosts[0]!.docker('version', '-f', '{{.Server.Version}}').catch(() => '?'),
     node: process.version,
-    commit: head === '?' ? '?' : `${head}${dirty ? ' (with uncommitted changes)' : ''}`,
+    commit: await buildCommit(),
     loadStart: loadavg(),
     loadEnd: '?',
   };

@@ -33,7 +33,7 @@ import { startCalicoNode, type CalicoNodeHandle } from '../test/helpers/calico-n
 import { startDockerd, type DockerdHandle } from '../test/helpers/dockerd.js';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
-import { intOption, loadavg, pct, writeSection } from './report.js';
+import { buildCommit, cpuModel, intOption, loadavg, pct, tryRun, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/docker-run.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/docker-run.ts: end -->';
@@ -113,38 +113,22 @@ interface Machine {
 }
 
 
-async function tryRun(argv: string[]): Promise<string> {
-  try {
-    return (await run(argv, { timeoutMs: 10_000 })).stdout.trim();
-  } catch {
-    return '?';
-  }
-}
 
 async function machineInfo(dockerd: DockerdHandle): Promise<Machine> {
-  let cpu = '?';
-  try {
-    const text = readFileSync('/proc/cpuinfo', 'utf8');
-    cpu = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? /^Hardware\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? '?';
-  } catch {
-    /* not Linux? */
-  }
   const dockerdVersion = await dockerd
     .docker(['version', '-f', '{{.Server.Version}}'], { timeoutMs: 10_000 })
     .then((r) => r.stdout.trim())
     .catch(() => '?');
   const etcdVersion = (await tryRun(['etcd', '--version'])).split('\n')[0]?.replace(/^etcd Version:\s*/, '') ?? '?';
-  const head = await tryRun(['git', '-C', process.cwd(), 'rev-parse', '--short', 'HEAD']);
-  const dirty = head !== '?' && (await tryRun(['git', '-C', process.cwd(), 'status', '--porcelain', '--untracked-files=no'])) !== '';
   return {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     nproc: await tryRun(['nproc']),
-    cpu,
+    cpu: cpuModel(),
     kernel: release(),
     dockerd: dockerdVersion,
     node: process.version,
     etcd: etcdVersion,
-    commit: head === '?' ? '?' : `${head}${dirty ? ' (with uncommitted changes)' : ''}`,
+    commit: await buildCommit(),
     loadStart: loadavg(),
     loadEnd: '?',
   };

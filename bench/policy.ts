@@ -52,7 +52,7 @@ import { ExecFileRunner, type CommandResult, type CommandRunner, type RunOptions
 import { networkProfile } from '../plugin/node/docker-sync.js';
 import { Cleanup, run, sleep, waitFor } from '../test/helpers/proc.js';
 import { startTestbed, type Testbed, type TestbedHost } from '../test/helpers/testbed.js';
-import { intOption, loadavg, pct, writeSection } from './report.js';
+import { buildCommit, cpuModel, intOption, loadavg, pct, tryRun, writeSection } from './report.js';
 
 const BEGIN = '<!-- bench/policy.ts: begin (generated, do not edit by hand) -->';
 const END = '<!-- bench/policy.ts: end -->';
@@ -822,42 +822,21 @@ interface Machine {
 }
 
 
-async function tryRun(argv: string[]): Promise<string> {
-  try {
-    const r = await run(argv, { timeoutMs: 10_000 });
-    return (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '?';
-  } catch {
-    return '?';
-  }
-}
 
 async function machineInfo(): Promise<Machine> {
-  let cpu = '?';
-  try {
-    cpu = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '?';
-  } catch {
-    /* not Linux? */
-  }
-  const head = await tryRun(['git', '-C', process.cwd(), 'rev-parse', '--short', 'HEAD']);
-  let dirty = false;
-  if (head !== '?') {
-    try {
-      dirty = (await run(['git', '--no-optional-locks', '-C', process.cwd(), 'status', '--porcelain', '--untracked-files=no'], { timeoutMs: 10_000 })).stdout.trim() !== '';
-    } catch {
-      /* unknown */
-    }
-  }
+  /** Version commands print one line that matters. */
+  const firstLine = async (argv: string[]) => (await tryRun(argv)).split('\n')[0] ?? '?';
   return {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-    nproc: await tryRun(['nproc']),
-    cpu,
+    nproc: await firstLine(['nproc']),
+    cpu: cpuModel(),
     kernel: release(),
-    iptables: await tryRun(['iptables', '-V']),
-    ipset: await tryRun(['ipset', '-v']),
+    iptables: await firstLine(['iptables', '-V']),
+    ipset: await firstLine(['ipset', '-v']),
     dockerd: '?',
-    etcd: (await tryRun(['etcd', '--version'])).replace(/^etcd Version:\s*/, ''),
+    etcd: (await firstLine(['etcd', '--version'])).replace(/^etcd Version:\s*/, ''),
     node: process.version,
-    commit: head === '?' ? '?' : `${head}${dirty ? ' (with uncommitted changes)' : ''}`,
+    commit: await buildCommit(),
     loadStart: loadavg(),
     loadEnd: '?',
   };

@@ -1,6 +1,7 @@
 /** Shared by the benchmarks: percentiles, machine load, and writing one's own section of BENCHMARKS.md. */
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { run } from '../test/helpers/proc.js';
 
 /** Nearest-rank percentile (p in 0..100); NaN for an empty sample. */
 export function pct(sample: readonly number[], p: number): number {
@@ -39,4 +40,35 @@ export function intOption(name: string, value: string, min: number): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
   return n;
+}
+
+/** A command's output (stdout, else stderr), trimmed; '?' when it cannot run. For version lines. */
+export async function tryRun(argv: string[]): Promise<string> {
+  try {
+    const r = await run(argv, { timeoutMs: 10_000 });
+    return r.stdout.trim() || r.stderr.trim() || '?';
+  } catch {
+    return '?';
+  }
+}
+
+/** The CPU model from /proc/cpuinfo ('?' when unknown). */
+export function cpuModel(): string {
+  try {
+    const text = readFileSync('/proc/cpuinfo', 'utf8');
+    return /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? /^Hardware\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? '?';
+  } catch {
+    return '?';
+  }
+}
+
+/** The commit the benchmark ran from, marked when the work tree has uncommitted changes; '?' outside git. */
+export async function buildCommit(): Promise<string> {
+  const head = await tryRun(['git', '-C', process.cwd(), 'rev-parse', '--short', 'HEAD']);
+  if (head === '?') return '?';
+  const status = await run(['git', '--no-optional-locks', '-C', process.cwd(), 'status', '--porcelain', '--untracked-files=no'], { timeoutMs: 10_000 }).then(
+    (r) => r.stdout.trim(),
+    () => '',
+  );
+  return `${head}${status ? ' (with uncommitted changes)' : ''}`;
 }
